@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# test.sh runs every check and every test of marketd, on a fresh Debian
+# machine with only Go installed: it installs what the tests need from Debian
+# when it is missing (Chromium for the live-page test, Python websockets for
+# the Python example client), then runs the lint steps and the whole suite
+# with the race detector.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+python3 -c 'import websockets' >/dev/null 2>&1 || missing+=(python3-websockets)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if ((${#missing[@]})); then
+  echo "test.sh: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "test.sh: gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt: not formatted:"; echo "$unformatted"; exit 1
+fi
+echo "test.sh: go vet"
+go vet ./...
+echo "test.sh: go mod tidy"
+go mod tidy -diff
+echo "test.sh: staticcheck"
+go tool staticcheck ./...
+echo "test.sh: go test -race"
+go test -race -count=1 -timeout 20m ./...
