@@ -135,6 +135,10 @@ var (
 	ErrSymbol = errors.New("symbol mismatch")
 	// ErrStale: the event's Seq is not above the book's: it was applied already.
 	ErrStale = errors.New("event already applied")
+	// ErrOverfill: a trade fills its maker order by more than the order's
+	// remaining size. The trade is rejected whole (the print is not recorded
+	// either), since the input contradicts the book.
+	ErrOverfill = errors.New("fill exceeds the maker order's remaining size")
 )
 
 // ErrUnknownSymbol is returned by whoever owns books (feed) when asked for a
