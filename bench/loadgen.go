@@ -1,0 +1,537 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// Load generator defaults.
+const (
+	DefaultDuration        = 10 * time.Second
+	DefaultWarmup          = 2 * time.Second
+	DefaultDialConcurrency = 64
+	DefaultReadyTimeout    = 90 * time.Second
+	DefaultSymbols         = 1
+	settle                 = 500 * time.Millisecond // after connecting, before reading RSS
+	closeGrace             = 3 * time.Second        // for the server's close frames at the end
+	probeRetry             = 200 * time.Millisecond
+	saturatedShare         = 0.9 // load generator CPU share above which it may be the bottleneck
+)
+
+// Config configures one load run. Zero values mean the defaults.
+type Config struct {
+	// URL is the WebSocket endpoint of the target, e.g. ws://127.0.0.1:8080/v1/ws. Required.
+	URL string
+	// Brokers are the Kafka brokers the target reads. Required.
+	Brokers []string
+	// Topic is the target's input topic. Default "market.events".
+	Topic string
+	// Clients is the number of WebSocket clients. Default 1.
+	Clients int
+	// Mix is the subscription mix (see ParseMix). Default "book:@1:10".
+	Mix string
+	// Symbols is the size of the symbol universe: SYM00, SYM01... Default 1.
+	Symbols int
+	// Hot is the share of records for SYM00 (see ProducerConfig.Hot).
+	Hot float64
+	// Rate is the number of records produced per second during the warm-up
+	// and the window; 0 produces nothing (an idle run: memory only).
+	Rate int
+	// Duration is the measurement window. Default 10 s.
+	Duration time.Duration
+	// Warmup is how long the load runs before the window opens. Default 2 s.
+	Warmup time.Duration
+	// Compress offers permessage-deflate.
+	Compress bool
+	// ServerPID is the target's process id, for its /proc counters; 0 skips them.
+	ServerPID int
+	// DialConcurrency bounds connections being opened at once. Default 64.
+	DialConcurrency int
+	// ReadyTimeout bounds connecting and subscribing every client. Default 90 s.
+	ReadyTimeout time.Duration
+	// Seed seeds the event generator. Default 1.
+	Seed uint64
+	// Log, if set, receives progress lines.
+	Log io.Writer
+}
+
+// SymbolName returns the name of symbol i of the universe.
+func SymbolName(i int) string { return fmt.Sprintf("SYM%02d", i) }
+
+// Result is what one load run measured. Rates are per second of the
+// measurement window; the JSON form is what bench/results/*.json hold.
+type Result struct {
+	Scenario string    `json:"scenario,omitempty"`
+	Target   string    `json:"target,omitempty"`
+	Command  string    `json:"command,omitempty"`
+	Started  time.Time `json:"started"`
+
+	Clients   int     `json:"clients"`
+	Connected int     `json:"connected"`
+	Ready     int     `json:"ready"`
+	Mix       string  `json:"mix"`
+	Symbols   int     `json:"symbols"`
+	Hot       float64 `json:"hot"`
+	Rate      int     `json:"rate"`
+	Compress  bool    `json:"compress"`
+	Window    float64 `json:"window_s"`
+
+	Produced       int64   `json:"produced"`
+	ProducedPerSec float64 `json:"produced_per_s"`
+	ProduceErrors  int64   `json:"produce_errors"`
+	ProduceSkipped int64   `json:"produce_skipped"`
+
+	Deliveries       int64   `json:"deliveries"`
+	DeliveriesPerSec float64 `json:"deliveries_per_s"`
+	Frames           int64   `json:"frames"`
+	Snapshots        int64   `json:"snapshots"`
+	PayloadBytes     int64   `json:"payload_bytes"`
+	WireBytes        int64   `json:"wire_bytes"`
+	PayloadPerSec    float64 `json:"payload_bytes_per_s"`
+	WirePerSec       float64 `json:"wire_bytes_per_s"`
+	PayloadPerMsg    float64 `json:"payload_bytes_per_msg"`
+	WirePerMsg       float64 `json:"wire_bytes_per_msg"`
+
+	Latency Latency `json:"latency_us"`
+
+	Gaps       int64       `json:"gaps"`
+	Notices    int64       `json:"notices"`
+	Conflated  int64       `json:"conflated"`
+	Errors     int64       `json:"errors"`
+	Unreadable int64       `json:"unreadable"`
+	CloseCodes map[int]int `json:"close_codes,omitempty"`
+
+	Server  *ServerStats `json:"server,omitempty"`
+	Loadgen LoadStats    `json:"loadgen"`
+
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Latency holds end-to-end latency percentiles in microseconds: from the
+// producer's send time (the event's ts) to the client's receive time.
+type Latency struct {
+	Count int64 `json:"count"`
+	P50   int64 `json:"p50"`
+	P99   int64 `json:"p99"`
+	P999  int64 `json:"p999"`
+	Max   int64 `json:"max"`
+}
+
+// ServerStats are the target's /proc counters over the run.
+type ServerStats struct {
+	PID int `json:"pid"`
+	// RSSBefore is the resident memory before the clients connected,
+	// RSSConnected after they connected and subscribed, RSSEnd at the end
+	// of the window.
+	RSSBefore    int64   `json:"rss_before"`
+	RSSConnected int64   `json:"rss_connected"`
+	RSSEnd       int64   `json:"rss_end"`
+	RSSPerConn   float64 `json:"rss_per_conn"`
+	// CPU is the CPU time used in the window; CPUShare the fraction of one
+	// core; CPUPerMillion the CPU seconds per million deliveries.
+	CPU           float64 `json:"cpu_s"`
+	CPUShare      float64 `json:"cpu_share"`
+	CPUPerMillion float64 `json:"cpu_s_per_million"`
+	// SyscW is the write syscalls made in the window, per delivery.
+	SyscW          int64   `json:"syscw"`
+	SyscWPerDeliv  float64 `json:"syscw_per_delivery"`
+	SyscWPerSecond float64 `json:"syscw_per_s"`
+}
+
+// LoadStats is the load generator's own CPU over the window.
+type LoadStats struct {
+	CPU      float64 `json:"cpu_s"`
+	CPUShare float64 `json:"cpu_share"`
+}
+
+// Run connects the clients, produces the load and measures one window. It
+// returns an error when the run could not be set up (no broker, no server);
+// trouble during the run (closed clients, gaps) is in the Result.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.URL == "" || len(cfg.Brokers) == 0 {
+		return nil, errors.New("load: URL and brokers are required")
+	}
+	if _, err := url.Parse(cfg.URL); err != nil {
+		return nil, fmt.Errorf("load: parse URL: %w", err)
+	}
+	if cfg.Clients <= 0 {
+		cfg.Clients = 1
+	}
+	if cfg.Mix == "" {
+		cfg.Mix = "book:@1:10"
+	}
+	if cfg.Symbols <= 0 {
+		cfg.Symbols = DefaultSymbols
+	}
+	if cfg.Duration <= 0 {
+		cfg.Duration = DefaultDuration
+	}
+	if cfg.Warmup <= 0 {
+		cfg.Warmup = DefaultWarmup
+	}
+	if cfg.DialConcurrency <= 0 {
+		cfg.DialConcurrency = DefaultDialConcurrency
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	mix, err := ParseMix(cfg.Mix)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	universe := make([]string, cfg.Symbols)
+	for i := range universe {
+		universe[i] = SymbolName(i)
+	}
+	res := &Result{
+		Started: time.Now().UTC(), Clients: cfg.Clients, Mix: mix.String(), Symbols: cfg.Symbols,
+		Hot: cfg.Hot, Rate: cfg.Rate, Compress: cfg.Compress,
+	}
+	for _, s := range mix.Symbols() {
+		if !slices.Contains(universe, s) {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("symbol %s of the mix is not in the universe SYM00..%s: it gets no events", s, universe[len(universe)-1]))
+		}
+	}
+
+	prod, err := NewProducer(ctx, ProducerConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Symbols: universe, Hot: cfg.Hot, Seed: cfg.Seed})
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	if err := prod.Seed(ctx); err != nil {
+		return nil, fmt.Errorf("load: seed books: %w", err)
+	}
+	fmt.Fprintf(cfg.Log, "load: seeded %d books into %d partitions\n", len(universe), prod.Partitions())
+	if err := waitSymbols(ctx, cfg, universe); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+
+	var server0, server1 ProcSample
+	if cfg.ServerPID != 0 {
+		if server0, err = ReadProc(cfg.ServerPID); err != nil {
+			return nil, fmt.Errorf("load: server: %w", err)
+		}
+	}
+
+	c := &counters{closeCodes: make(map[int]int)}
+	clients, err := connectAll(ctx, cfg, mix, universe, c)
+	defer closeAll(clients)
+	if err != nil {
+		return nil, err
+	}
+	res.Connected = len(clients)
+	res.Ready = countReady(clients)
+	fmt.Fprintf(cfg.Log, "load: %d clients connected, %d subscribed\n", res.Connected, res.Ready)
+	if res.Ready < cfg.Clients {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("only %d of %d clients got every subscription acknowledged", res.Ready, cfg.Clients))
+	}
+	time.Sleep(settle)
+	if cfg.ServerPID != 0 {
+		if server1, err = ReadProc(cfg.ServerPID); err != nil {
+			return nil, fmt.Errorf("load: server: %w", err)
+		}
+	}
+
+	// Produce through the warm-up and the window.
+	prodCtx, stopProd := context.WithCancel(ctx)
+	var prodErr error
+	var prodWG sync.WaitGroup
+	prodWG.Go(func() { prodErr = prod.Run(prodCtx, cfg.Rate) })
+	stopProducer := func() {
+		stopProd()
+		prodWG.Wait()
+	}
+	defer stopProducer()
+
+	select {
+	case <-time.After(cfg.Warmup):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	self0, err := ReadProc(0)
+	if err != nil {
+		return nil, fmt.Errorf("load: self: %w", err)
+	}
+	var serverW0 ProcSample
+	if cfg.ServerPID != 0 {
+		if serverW0, err = ReadProc(cfg.ServerPID); err != nil {
+			return nil, fmt.Errorf("load: server: %w", err)
+		}
+	}
+	produced0 := prod.Produced.Load()
+	c0 := c.snapshot()
+	c.measuring.Store(true)
+	fmt.Fprintf(cfg.Log, "load: window open for %v at %d records/s\n", cfg.Duration, cfg.Rate)
+
+	select {
+	case <-time.After(cfg.Duration):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c.measuring.Store(false)
+	c1 := c.snapshot()
+	produced1 := prod.Produced.Load()
+	self1, err := ReadProc(0)
+	if err != nil {
+		return nil, fmt.Errorf("load: self: %w", err)
+	}
+	var serverW1 ProcSample
+	if cfg.ServerPID != 0 {
+		if serverW1, err = ReadProc(cfg.ServerPID); err != nil {
+			return nil, fmt.Errorf("load: server (did it die?): %w", err)
+		}
+	}
+	stopProducer()
+	if prodErr != nil {
+		res.Warnings = append(res.Warnings, "producer: "+prodErr.Error())
+	}
+
+	d := c1.sub(c0)
+	win := self1.At.Sub(self0.At).Seconds()
+	res.Window = win
+	res.Produced = produced1 - produced0
+	res.ProducedPerSec = float64(res.Produced) / win
+	res.ProduceErrors = prod.Errors.Load()
+	res.ProduceSkipped = prod.Skipped.Load()
+	res.Deliveries = d.deliveries
+	res.DeliveriesPerSec = float64(d.deliveries) / win
+	res.Frames = d.frames
+	res.Snapshots = d.snapshots
+	res.PayloadBytes = d.payload
+	res.WireBytes = d.wireRead
+	res.PayloadPerSec = float64(d.payload) / win
+	res.WirePerSec = float64(d.wireRead) / win
+	if d.deliveries > 0 {
+		res.PayloadPerMsg = float64(d.payload) / float64(d.deliveries)
+		res.WirePerMsg = float64(d.wireRead) / float64(d.deliveries)
+	}
+	h := c.latency.Snapshot()
+	res.Latency = Latency{Count: h.Count(), P50: h.Quantile(0.5), P99: h.Quantile(0.99), P999: h.Quantile(0.999), Max: h.Max()}
+	res.Gaps, res.Notices, res.Conflated, res.Errors, res.Unreadable = d.gaps, d.notices, d.conflated, d.errors, d.bad
+	c.mu.Lock()
+	if len(c.closeCodes) > 0 {
+		res.CloseCodes = maps.Clone(c.closeCodes)
+	}
+	c.mu.Unlock()
+
+	sd := self1.Sub(self0)
+	res.Loadgen = LoadStats{CPU: sd.CPU.Seconds(), CPUShare: sd.CPUShare()}
+	if sd.CPUShare() > saturatedShare {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the load generator used %.0f%% of a core: it may be the bottleneck", 100*sd.CPUShare()))
+	}
+	if cfg.ServerPID != 0 {
+		wd := serverW1.Sub(serverW0)
+		s := &ServerStats{
+			PID: cfg.ServerPID, RSSBefore: server0.RSS, RSSConnected: server1.RSS, RSSEnd: serverW1.RSS,
+			CPU: wd.CPU.Seconds(), CPUShare: wd.CPUShare(), SyscW: wd.SyscW,
+			SyscWPerSecond: float64(wd.SyscW) / win,
+		}
+		if res.Connected > 0 {
+			s.RSSPerConn = float64(server1.RSS-server0.RSS) / float64(res.Connected)
+		}
+		if d.deliveries > 0 {
+			s.CPUPerMillion = wd.CPU.Seconds() / float64(d.deliveries) * 1e6
+			s.SyscWPerDeliv = float64(wd.SyscW) / float64(d.deliveries)
+		}
+		if !serverW1.HasIO {
+			res.Warnings = append(res.Warnings, "server /proc/<pid>/io unreadable: no syscall counts")
+		}
+		res.Server = s
+	}
+	if cfg.Rate > 0 && d.deliveries == 0 {
+		res.Warnings = append(res.Warnings, "no deliveries in the window")
+	}
+	return res, nil
+}
+
+// waitSymbols waits until the target knows every symbol: a probe client
+// subscribes to all their books until the server acknowledges instead of
+// answering unknown_symbol (the target may still be reading the seed).
+func waitSymbols(ctx context.Context, cfg Config, universe []string) error {
+	deadline := time.Now().Add(cfg.ReadyTimeout)
+	c := &counters{closeCodes: make(map[int]int)}
+	for attempt := 1; ; attempt++ {
+		lc := newLoadClient(c, 1)
+		conn, err := dialClient(ctx, cfg, lc, c)
+		if err == nil {
+			sub := appendSubscribe(nil, attempt, Sub{Channel: "book", Symbols: universe, Depth: 1})
+			err = conn.WriteMessage(gws.OpcodeText, sub)
+			for err == nil && lc.pending.Load() > 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			lc.closing.Store(true)
+			_ = conn.NetConn().Close()
+			<-lc.done
+			if err == nil && lc.pending.Load() == 0 && c.errors.Load() == 0 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New("the server answered with errors (unknown symbols?)")
+			}
+			return fmt.Errorf("wait for the target to know %d symbols: %w", len(universe), err)
+		}
+		c.errors.Store(0)
+		select {
+		case <-time.After(probeRetry):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// dialClient connects one client and starts its read loop.
+func dialClient(ctx context.Context, cfg Config, lc *loadClient, c *counters) (*gws.Conn, error) {
+	u, _ := url.Parse(cfg.URL)
+	d := net.Dialer{Timeout: 10 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", u.Host, err)
+	}
+	opt := &gws.ClientOption{Addr: cfg.URL, HandshakeTimeout: 10 * time.Second}
+	if cfg.Compress {
+		// A plain offer: the server chooses context takeover and windows.
+		opt.PermessageDeflate = gws.PermessageDeflate{Enabled: true, ServerContextTakeover: true, ClientContextTakeover: true}
+	}
+	conn, _, err := gws.NewClientFromConn(lc, opt, countingConn{Conn: nc, read: &c.wireRead, written: &c.wireWrite})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("handshake with %s: %w", cfg.URL, err)
+	}
+	lc.conn = conn
+	go func() {
+		defer close(lc.done)
+		conn.ReadLoop()
+	}()
+	return conn, nil
+}
+
+// connectAll opens the clients, DialConcurrency at a time, sends their
+// subscriptions and waits until each is acknowledged or ReadyTimeout.
+// The clients it returns must be closed with closeAll, even with an error.
+func connectAll(ctx context.Context, cfg Config, mix *Mix, universe []string, c *counters) ([]*loadClient, error) {
+	clients := make([]*loadClient, cfg.Clients)
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	for range min(cfg.DialConcurrency, cfg.Clients) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= cfg.Clients || ctx.Err() != nil {
+					return
+				}
+				subs := mix.ForClient(i, universe)
+				lc := newLoadClient(c, len(subs))
+				conn, err := dialClient(ctx, cfg, lc, c)
+				if err == nil {
+					var buf []byte
+					for j, sub := range subs {
+						buf = appendSubscribe(buf[:0], j+1, sub)
+						if err = conn.WriteMessage(gws.OpcodeText, buf); err != nil {
+							err = fmt.Errorf("client %d: send subscribe: %w", i, err)
+							break
+						}
+					}
+					clients[i] = lc
+				}
+				if err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("load: client %d: %w", i, err) })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	out := slices.DeleteFunc(clients, func(lc *loadClient) bool { return lc == nil })
+	if firstErr != nil {
+		return out, firstErr
+	}
+	deadline := time.Now().Add(cfg.ReadyTimeout)
+	for countReady(out) < len(out) && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return out, ctx.Err()
+}
+
+func countReady(clients []*loadClient) int {
+	n := 0
+	for _, lc := range clients {
+		if lc.pending.Load() <= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// closeAll closes every client with 1000 and waits for the read loops,
+// cutting the connections that have not closed after closeGrace.
+func closeAll(clients []*loadClient) {
+	for _, lc := range clients {
+		lc.closing.Store(true)
+		_ = lc.conn.WriteClose(1000, nil)
+	}
+	timeout := time.After(closeGrace)
+	for _, lc := range clients {
+		select {
+		case <-lc.done:
+		case <-timeout:
+			_ = lc.conn.NetConn().Close()
+			<-lc.done
+		}
+	}
+}
+
+// WriteTable writes the result as an aligned two-column table.
+func (r *Result) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, f string, args ...any) { fmt.Fprintf(tw, "%s\t"+f+"\n", append([]any{k}, args...)...) }
+	if r.Scenario != "" || r.Target != "" {
+		row("scenario", "%s on %s", r.Scenario, r.Target)
+	}
+	row("clients", "%d (%d connected, %d subscribed), mix %q, %d symbols, hot %.2f, compress %v", r.Clients, r.Connected, r.Ready, r.Mix, r.Symbols, r.Hot, r.Compress)
+	row("produced", "%.0f records/s (target %d; %d request errors, %d skipped)", r.ProducedPerSec, r.Rate, r.ProduceErrors, r.ProduceSkipped)
+	row("delivered", "%.0f msgs/s in %.0f frames/s over %.1f s (%d snapshots)", r.DeliveriesPerSec, float64(r.Frames)/max(r.Window, 1e-9), r.Window, r.Snapshots)
+	row("payload", "%.1f MB/s, %.1f B/msg", r.PayloadPerSec/1e6, r.PayloadPerMsg)
+	row("wire", "%.1f MB/s, %.1f B/msg", r.WirePerSec/1e6, r.WirePerMsg)
+	row("latency", "p50 %s  p99 %s  p99.9 %s  max %s  (%d samples)", us(r.Latency.P50), us(r.Latency.P99), us(r.Latency.P999), us(r.Latency.Max), r.Latency.Count)
+	row("gaps", "%d prev_seq gaps, %d notices, %d conflated, %d errors, %d unreadable", r.Gaps, r.Notices, r.Conflated, r.Errors, r.Unreadable)
+	if len(r.CloseCodes) > 0 {
+		row("closed", "%v (by close code)", r.CloseCodes)
+	}
+	if s := r.Server; s != nil {
+		row("server rss", "%.1f MB before, %.1f MB connected, %.1f MB end: %.1f KB/conn", mb(s.RSSBefore), mb(s.RSSConnected), mb(s.RSSEnd), s.RSSPerConn/1024)
+		row("server cpu", "%.0f%% of a core, %.2f s per million deliveries", 100*s.CPUShare, s.CPUPerMillion)
+		row("server writes", "%.0f syscalls/s, %.3f per delivery", s.SyscWPerSecond, s.SyscWPerDeliv)
+	}
+	row("loadgen cpu", "%.0f%% of a core", 100*r.Loadgen.CPUShare)
+	for _, w := range r.Warnings {
+		row("WARNING", "%s", w)
+	}
+	return tw.Flush()
+}
+
+func us(v int64) string {
+	if v >= 10_000 {
+		return fmt.Sprintf("%.1fms", float64(v)/1000)
+	}
+	return fmt.Sprintf("%dµs", v)
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }

@@ -1,0 +1,66 @@
+package bench
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestScanMessage(t *testing.T) {
+	tests := []struct {
+		in   string
+		want wireMsg
+	}{
+		{`{"type":"update","channel":"book","symbol":"BTC-USD","seq":1234570,"prev_seq":1234567,"ts":1763900000001000,"bids":[["50000.10","0"]],"asks":[["50000.30","2"]],"checksum":1189341132}`,
+			wireMsg{Type: []byte("update"), Channel: []byte("book"), Symbol: []byte("BTC-USD"), Seq: 1234570, PrevSeq: 1234567, TS: 1763900000001000, HasSeq: true, HasPrev: true, HasTS: true}},
+		{`{ "bids" : [["1","2"],["3","4"]], "type" : "update", "conflated" : true, "seq" : 5, "symbol":"a\"b" }`,
+			wireMsg{Type: []byte("update"), Symbol: []byte(`a\"b`), Seq: 5, HasSeq: true, Conflated: true}},
+		{`{"type":"notice","code":"conflated","symbol":"X","message":"slow {[\""}`,
+			wireMsg{Type: []byte("notice"), Code: []byte("conflated"), Symbol: []byte("X")}},
+		{`{"type":"ack","id":1,"op":"subscribe","channel":"book","symbols":["BTC-USD"],"resumed":{"A":"exact"}}`,
+			wireMsg{Type: []byte("ack"), Channel: []byte("book")}},
+	}
+	for _, tt := range tests {
+		var m wireMsg
+		if err := scanMessage([]byte(tt.in), &m); err != nil {
+			t.Errorf("scan %s: %v", tt.in, err)
+			continue
+		}
+		if string(m.Type) != string(tt.want.Type) || string(m.Channel) != string(tt.want.Channel) ||
+			string(m.Symbol) != string(tt.want.Symbol) || string(m.Code) != string(tt.want.Code) ||
+			m.Seq != tt.want.Seq || m.PrevSeq != tt.want.PrevSeq || m.TS != tt.want.TS ||
+			m.HasSeq != tt.want.HasSeq || m.HasPrev != tt.want.HasPrev || m.HasTS != tt.want.HasTS || m.Conflated != tt.want.Conflated {
+			t.Errorf("scan %s:\n got %+v\nwant %+v", tt.in, m, tt.want)
+		}
+	}
+	for _, bad := range []string{``, `[]`, `{"type":"x"`, `{"seq":x}`, `{"a":[1,2}`, `{"a":"unterminated}`} {
+		var m wireMsg
+		if err := scanMessage([]byte(bad), &m); err == nil {
+			t.Errorf("scan %q: no error", bad)
+		}
+	}
+}
+
+// FuzzScanMessage checks that the scanner never panics and agrees with
+// encoding/json on the fields it extracts from any valid object.
+func FuzzScanMessage(f *testing.F) {
+	f.Add(`{"type":"update","channel":"book","symbol":"BTC-USD","seq":3,"prev_seq":1,"ts":17,"bids":[["1","0"]],"asks":[]}`)
+	f.Add(`{"type":"ticker","symbol":"S\u00e9","seq":9,"ts":1}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		var m wireMsg
+		err := scanMessage([]byte(s), &m)
+		var ref struct {
+			Type    *string `json:"type"`
+			Seq     *int64  `json:"seq"`
+			PrevSeq *int64  `json:"prev_seq"`
+		}
+		if json.Unmarshal([]byte(s), &ref) != nil || err != nil {
+			return
+		}
+		if ref.Seq != nil && (!m.HasSeq || m.Seq != *ref.Seq) {
+			t.Errorf("seq: scan %v/%d, json %d", m.HasSeq, m.Seq, *ref.Seq)
+		}
+		if ref.PrevSeq != nil && (!m.HasPrev || m.PrevSeq != *ref.PrevSeq) {
+			t.Errorf("prev_seq: scan %v/%d, json %d", m.HasPrev, m.PrevSeq, *ref.PrevSeq)
+		}
+	})
+}

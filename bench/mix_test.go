@@ -1,0 +1,35 @@
+package bench
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestParseMix(t *testing.T) {
+	universe := []string{"A", "B", "C"}
+	m, err := ParseMix("2x book:@1:10:raw + trades:@2; ticker:*:100ms; 1x idle; book:X,Y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]Sub{
+		{{Channel: "book", Symbols: []string{"A"}, Depth: 10, Interval: "raw"}, {Channel: "trades", Symbols: []string{"A", "B"}}},
+		{{Channel: "book", Symbols: []string{"B"}, Depth: 10, Interval: "raw"}, {Channel: "trades", Symbols: []string{"B", "C"}}},
+		{{Channel: "ticker", Symbols: []string{"*"}, Interval: "100ms"}},
+		{},
+		{{Channel: "book", Symbols: []string{"X", "Y"}}},
+		{{Channel: "book", Symbols: []string{"C"}, Depth: 10, Interval: "raw"}, {Channel: "trades", Symbols: []string{"C", "A"}}},
+	}
+	for i, w := range want {
+		if got := m.ForClient(i, universe); !reflect.DeepEqual(got, w) {
+			t.Errorf("client %d: got %+v, want %+v", i, got, w)
+		}
+	}
+	if got := m.Symbols(); !reflect.DeepEqual(got, []string{"X", "Y"}) {
+		t.Errorf("Symbols() = %q", got)
+	}
+	for _, bad := range []string{"", "book", "candles:A", "book:*", "ticker:A:10", "book:A:fast", "0x book:A", "book:@0", "book:A,,B"} {
+		if _, err := ParseMix(bad); err == nil {
+			t.Errorf("ParseMix(%q): no error", bad)
+		}
+	}
+}
