@@ -298,6 +298,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	stopProducer()
 	if prodErr != nil {
 		res.Warnings = append(res.Warnings, "producer: "+prodErr.Error())
+	} else if err := prod.LastError(); err != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("producer: %d failed requests (retried), the last: %v", prod.Errors.Load(), err))
 	}
 
 	d := c1.sub(c0)

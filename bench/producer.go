@@ -74,6 +74,16 @@ type Producer struct {
 	// than a second behind its rate (the broker or the machine could not
 	// keep up).
 	Skipped atomic.Int64
+
+	lastErr atomic.Pointer[error] // the last produce error, for the result
+}
+
+// LastError returns the last error of a produce request, or nil.
+func (p *Producer) LastError() error {
+	if e := p.lastErr.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // simBook is the producer's model of one level-based book: prices in ticks,
@@ -349,7 +359,9 @@ func (p *Producer) send(ctx context.Context, batch [][]kafka.Record) error {
 		}
 		if err != nil {
 			p.Errors.Add(1)
-			errs = append(errs, fmt.Errorf("produce %d records to %s/%d: %w", len(recs), p.cfg.Topic, part, err))
+			err = fmt.Errorf("produce %d records to %s/%d: %w", len(recs), p.cfg.Topic, part, err)
+			p.lastErr.Store(&err)
+			errs = append(errs, err)
 			continue
 		}
 		p.Produced.Add(int64(len(recs)))
