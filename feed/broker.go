@@ -1,0 +1,154 @@
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Defaults of BrokerConfig and Config.
+const (
+	// DefaultBrokerAddr is where the embedded broker listens by default.
+	DefaultBrokerAddr = "127.0.0.1:9092"
+	// DefaultTopic is the input topic.
+	DefaultTopic = "market.events"
+	// DefaultPartitions is the partition count of the embedded broker's topics.
+	DefaultPartitions = 4
+	// DLQSuffix makes the dead-letter topic's name from the input topic's.
+	DLQSuffix = ".dlq"
+	// CheckpointSuffix makes the checkpoint topic's name from the input topic's.
+	CheckpointSuffix = ".checkpoints"
+
+	// brokerStartTimeout bounds StartBroker's topic creation when ctx has no deadline.
+	brokerStartTimeout = 10 * time.Second
+)
+
+// BrokerConfig configures StartBroker. The zero value is the default run:
+// one broker on 127.0.0.1:9092 holding market.events, market.events.dlq and
+// market.events.checkpoints with 4 partitions each, in memory.
+type BrokerConfig struct {
+	// Addr is the TCP address to listen on; default DefaultBrokerAddr. Port 0
+	// picks a free port (see Broker.Addr). The broker advertises this
+	// address to clients, so it should be one they can dial.
+	Addr string
+	// Topics are the input topics; default {DefaultTopic}. For each, the
+	// broker also creates <topic>.dlq and <topic>.checkpoints.
+	Topics []string
+	// Partitions is the partition count of every topic; default DefaultPartitions.
+	Partitions int
+	// DataDir, when set, keeps the log on disk there and reloads it on the
+	// next start, so that a restarted broker serves the same records at the
+	// same offsets. Empty keeps everything in memory, lost on Close.
+	DataDir string
+	// Logger receives the broker's warnings and errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// Broker is an embedded, in-process Kafka-protocol broker (kfake) that
+// clients reach over TCP exactly as they would a real cluster.
+type Broker struct {
+	cluster   *kfake.Cluster
+	addr      string
+	stopWatch func() bool
+	closeOnce sync.Once
+}
+
+// StartBroker starts the embedded broker and creates its topics. ctx bounds
+// the start; the broker runs until Close is called or ctx is done.
+func StartBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultBrokerAddr
+	}
+	if len(cfg.Topics) == 0 {
+		cfg.Topics = []string{DefaultTopic}
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = DefaultPartitions
+	}
+	if cfg.Partitions < 0 {
+		return nil, fmt.Errorf("start broker: partitions %d < 0", cfg.Partitions)
+	}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.ClusterID("marketd"),
+		// kfake listens on 127.0.0.1:<port>; listen on the configured
+		// address instead (and fail at once when it is taken).
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, cfg.Addr)
+		}),
+	}
+	if cfg.Logger != nil {
+		opts = append(opts, kfake.WithLogger(kfakeLogger{cfg.Logger}))
+	}
+	if cfg.DataDir != "" {
+		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	cluster, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start broker on %s: %w", cfg.Addr, err)
+	}
+	b := &Broker{cluster: cluster, addr: cluster.ListenAddrs()[0]}
+
+	// Create the topics over TCP, as any client would: this also checks
+	// that the listener answers. A reloaded DataDir already has them.
+	var topics []kafka.TopicConfig
+	for _, t := range cfg.Topics {
+		for _, name := range []string{t, t + DLQSuffix, t + CheckpointSuffix} {
+			topics = append(topics, kafka.TopicConfig{Topic: name, NumPartitions: cfg.Partitions, ReplicationFactor: 1})
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, brokerStartTimeout)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: brokerStartTimeout}
+	resp, err := client.CreateTopics(cctx, &kafka.CreateTopicsRequest{Topics: topics})
+	if err == nil {
+		for name, terr := range resp.Errors {
+			if terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
+				err = fmt.Errorf("topic %s: %w", name, terr)
+				break
+			}
+		}
+	}
+	if err != nil {
+		cluster.Close()
+		return nil, fmt.Errorf("start broker: create topics: %w", err)
+	}
+	b.stopWatch = context.AfterFunc(ctx, b.shutdown)
+	return b, nil
+}
+
+// Addr returns the address the broker listens on, e.g. "127.0.0.1:9092".
+func (b *Broker) Addr() string { return b.addr }
+
+// Close stops the broker and closes every client connection. With a
+// DataDir it first saves the log. Close is idempotent.
+func (b *Broker) Close() {
+	b.stopWatch()
+	b.shutdown()
+}
+
+func (b *Broker) shutdown() { b.closeOnce.Do(b.cluster.Close) }
+
+// kfakeLogger forwards kfake's warnings and errors to slog; its info and
+// debug levels log every request.
+type kfakeLogger struct{ l *slog.Logger }
+
+func (k kfakeLogger) Logf(level kfake.LogLevel, msg string, args ...any) {
+	var lv slog.Level
+	switch level {
+	case kfake.LogLevelError:
+		lv = slog.LevelError
+	case kfake.LogLevelWarn:
+		lv = slog.LevelWarn
+	default:
+		return
+	}
+	k.l.Log(context.Background(), lv, fmt.Sprintf(msg, args...), "component", "broker")
+}
