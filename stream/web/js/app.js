@@ -66,6 +66,7 @@ const pub = {
   tickerSeq: 0, // seq of the last ticker of the chosen symbol
   trades: 0,
   messages: 0,
+  msgsPerSec: 0,
   badLines: 0,
   opens: 0,
   reconnects: 0,
@@ -75,10 +76,15 @@ const pub = {
   notices: 0,
   errors: [], // uncaught script errors
   debug: {
-    /** corrupt changes the local book so that the next checksum fails. */
+    /**
+     * corrupt adds to the local book a best bid the server never sent (a
+     * price with one digit more than the best bid's), so that the next
+     * checksum fails and the page has to resync.
+     */
     corrupt() {
-      const b = S.book && S.book.bids.levels[0];
-      if (b) b.s = b.s + '1';
+      const side = S.book && (S.book.bids.levels.length ? S.book.bids : S.book.asks);
+      const p = side && side.levels.length ? side.levels[0].p : '1';
+      if (side) side.set(p.includes('.') ? p + '1' : p + '.1', '1');
     },
     /** drop closes the socket as a network failure would. */
     drop() { conn.drop('dropped by debug.drop'); },
@@ -87,6 +93,7 @@ const pub = {
 window.marketd = pub;
 addEventListener('error', (e) => pub.errors.push(String(e.message || e)));
 addEventListener('unhandledrejection', (e) => pub.errors.push(String(e.reason)));
+addEventListener('securitypolicyviolation', (e) => pub.errors.push(`CSP blocked ${e.blockedURI} (${e.violatedDirective})`));
 
 // ---- connection ------------------------------------------------------------
 
@@ -346,7 +353,7 @@ function select(sym) {
   S.book = new Book(sym, BOOK_DEPTH);
   S.pending = null;
   pub.tickerSeq = S.tickers.get(sym)?.seq ?? 0;
-  pub.bidLevels = pub.askLevels = 0;
+  pub.bidLevels = pub.askLevels = pub.lastSeq = 0;
   setChecksum('waiting');
   history.replaceState(null, '', '#' + encodeURIComponent(sym));
   try { localStorage.setItem('marketd.symbol', sym); } catch { /* private mode */ }
@@ -466,7 +473,8 @@ function drawLadder() {
   if (b.length && a.length) {
     const spread = a[0].px - b[0].px, mid = (a[0].px + b[0].px) / 2;
     $('spread-value').textContent = num(spread, pd);
-    $('spread-bps').textContent = `${num((spread / mid) * 1e4, 1)} bps`;
+    const bps = (spread / mid) * 1e4;
+    $('spread-bps').textContent = `${num(bps, bps < 1 ? 3 : 1)} bps`;
   } else {
     $('spread-value').textContent = '—';
     $('spread-bps').textContent = '';
@@ -591,7 +599,7 @@ function drawBar() {
   $('bar-rate').textContent = `${num(r.msgsPerSec, 0)} msg/s · ${compact(r.bytesPerSec || 0)}B/s`;
   $('bar-verified').textContent = `${pub.verified.toLocaleString('en-US')} verified · ${pub.resyncs} resyncs`;
   $('bar-rtt').textContent = pub.rttMs == null ? 'rtt —' : `rtt ${num(pub.rttMs, 1)} ms`;
-  $('trades-rate').textContent = `${num(r.tradesPerSec, 1)} / s`;
+  $('trades-rate').textContent = `${num(r.tradesPerSec, 1)} trades/s`;
 }
 
 function frame(now) {
@@ -601,6 +609,7 @@ function frame(now) {
     S.rate.msgsPerSec = S.rate.msgs / dt;
     S.rate.bytesPerSec = S.rate.bytes / dt;
     S.rate.tradesPerSec = S.rate.trades / dt;
+    pub.msgsPerSec = Math.round(S.rate.msgsPerSec);
     S.rate.msgs = S.rate.bytes = S.rate.trades = 0;
     S.rate.t = now;
     S.dirty.bar = true;

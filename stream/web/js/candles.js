@@ -27,7 +27,10 @@ export class PriceChart {
       rightPriceScale: { borderColor: 'rgba(132,142,156,0.2)', scaleMargins: { top: 0.08, bottom: 0.24 } },
       timeScale: { borderColor: 'rgba(132,142,156,0.2)', timeVisible: true, secondsVisible: true, rightOffset: 4, barSpacing: 8 },
       crosshair: { mode: 0 },
-      localization: { timeFormatter: (t) => new Date(t * 1000).toLocaleTimeString('en-GB', { hour12: false }) },
+      localization: {
+        timeFormatter: (t) => new Date(t * 1000).toLocaleTimeString('en-GB', { hour12: false }),
+        priceFormatter: (p) => p.toLocaleString('en-US', { minimumFractionDigits: this.pxDec, maximumFractionDigits: this.pxDec }),
+      },
     });
     this.candles = this.chart.addSeries(LW.CandlestickSeries, {
       upColor: UP, downColor: DOWN, borderUpColor: UP, borderDownColor: DOWN, wickUpColor: UP, wickDownColor: DOWN,

@@ -54,6 +54,7 @@ export class Connection {
       this.h.onstatus?.('open', {});
       this.keepalive = setInterval(() => this.tick(), PING_EVERY_MS);
       this.h.onopen?.();
+      this.ping(); // a first round trip time at once
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;

@@ -78,10 +78,11 @@ export class DepthChart {
     ctx.fillStyle = TEXT;
     ctx.textAlign = 'left';
     ctx.textBaseline = 'middle';
-    for (let i = 0; i <= 4; i++) {
-      const t = (maxT / 4) * i, y = Math.round(Y(t)) + 0.5;
+    const step = niceStep(maxT / 4);
+    for (let t = 0; t <= maxT; t += step) {
+      const y = Math.round(Y(t)) + 0.5;
       ctx.beginPath(); ctx.moveTo(PAD.l, y); ctx.lineTo(PAD.l + pw, y); ctx.stroke();
-      if (i > 0) ctx.fillText(compact(t), PAD.l + pw + 6, y);
+      if (t > 0) ctx.fillText(compact(t), PAD.l + pw + 6, y);
     }
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
@@ -161,4 +162,12 @@ export class DepthChart {
     tip.style.left = (hv.x + 14 + tw > this.canvas.clientWidth ? hv.x - tw - 14 : hv.x + 14) + 'px';
     tip.style.top = Math.max(4, hv.y - 30) + 'px';
   }
+}
+
+/** niceStep rounds a raw axis step up to 1, 2 or 5 times a power of ten. */
+function niceStep(raw) {
+  if (!(raw > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const f = raw / p;
+  return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
 }

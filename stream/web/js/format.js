@@ -36,7 +36,8 @@ export function compact(x) {
   if (a >= 1e9) return (x / 1e9).toFixed(2) + 'B';
   if (a >= 1e6) return (x / 1e6).toFixed(2) + 'M';
   if (a >= 1e4) return (x / 1e3).toFixed(2) + 'K';
-  return num(x, a >= 100 ? 2 : 4);
+  if (Number.isInteger(x)) return num(x, 0);
+  return num(x, a >= 100 ? 2 : a >= 1 ? 3 : 4);
 }
 
 /** hms formats a Unix-microsecond timestamp as local HH:MM:SS. */
