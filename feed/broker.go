@@ -106,7 +106,11 @@ func StartBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, brokerStartTimeout)
 	defer cancel()
-	client := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: brokerStartTimeout}
+	// A transport of its own: kafka-go's default one pools connections by
+	// address, which would hand a restarted broker a dead connection.
+	tr := &kafka.Transport{DialTimeout: brokerStartTimeout}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(b.addr), Timeout: brokerStartTimeout, Transport: tr}
 	resp, err := client.CreateTopics(cctx, &kafka.CreateTopicsRequest{Topics: topics})
 	if err == nil {
 		for name, terr := range resp.Errors {

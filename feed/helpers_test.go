@@ -52,7 +52,9 @@ func startBroker(t testing.TB, cfg BrokerConfig) *Broker {
 // createTopic creates topic and its DLQ with n partitions.
 func createTopic(t testing.TB, addr, topic string, n int) {
 	t.Helper()
-	client := &kafka.Client{Addr: kafka.TCP(addr), Timeout: 10 * time.Second}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(addr), Timeout: 10 * time.Second, Transport: tr}
 	resp, err := client.CreateTopics(t.Context(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{
 		{Topic: topic, NumPartitions: n, ReplicationFactor: 1},
 		{Topic: topic + DLQSuffix, NumPartitions: n, ReplicationFactor: 1},
@@ -80,7 +82,10 @@ func produce(t testing.TB, addr, topic string, codec compress.Compression, expli
 	if explicit {
 		bal = toPartition
 	}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
+		Transport:    tr,
 		Addr:         kafka.TCP(addr),
 		Topic:        topic,
 		Balancer:     bal,

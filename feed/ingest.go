@@ -639,6 +639,11 @@ func (p *partition) fetch(ctx context.Context) {
 			c.msgs = append(c.msgs, m)
 		}
 		err := batch.Close()
+		if errors.Is(err, kafka.RequestTimedOut) {
+			// kafka-go's way of saying the fetch found nothing new: the
+			// long poll ended at the end of the partition.
+			err = nil
+		}
 		if len(c.msgs) > 0 {
 			select {
 			case p.chunks <- c:
@@ -896,9 +901,12 @@ func (in *Ingester) runDLQ(ctx context.Context) {
 	if done == nil {
 		return
 	}
+	tr := &kafka.Transport{DialTimeout: cfg.DialTimeout, ClientID: "marketd"}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
-		Addr:  kafka.TCP(cfg.Brokers...),
-		Topic: cfg.DLQTopic,
+		Addr:      kafka.TCP(cfg.Brokers...),
+		Topic:     cfg.DLQTopic,
+		Transport: tr,
 		// Dead letters of input partition p go to DLQ partition p (mod the
 		// DLQ's count), in input offset order: that is what scanDLQ reads.
 		Balancer: kafka.BalancerFunc(func(m kafka.Message, parts ...int) int {
@@ -1055,7 +1063,7 @@ func (in *Ingester) scanDLQPartition(ctx context.Context, addr string, id int, d
 				}
 			}
 		}
-		if err := batch.Close(); err != nil && !errors.Is(err, io.EOF) {
+		if err := batch.Close(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, kafka.RequestTimedOut) {
 			return fmt.Errorf("read %s/%d at offset %d: %w", cfg.DLQTopic, id, start, err)
 		}
 		if pos == start {

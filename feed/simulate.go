@@ -96,7 +96,10 @@ func Simulate(ctx context.Context, cfg SimConfig) error {
 		log = slog.Default()
 	}
 	sim := newSimulator(cfg)
+	tr := &kafka.Transport{ClientID: "marketd-simulator"}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{
+		Transport:    tr,
 		Addr:         kafka.TCP(cfg.Brokers...),
 		Topic:        cfg.Topic,
 		Balancer:     &kafka.Hash{},
