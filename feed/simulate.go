@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -726,18 +728,11 @@ func (lb *simLevelBook) next(s *simulator, ts int64) []byte {
 	return lb.level(s, ts, side, levels, price, size)
 }
 
+// pick returns the price of a level to remove: of two random ones, the
+// farther from the mid.
 func (lb *simLevelBook) pick(levels map[int64]book.Num, rng *rand.Rand) int64 {
-	var a, b int64
-	i, j, k := rng.IntN(len(levels)), rng.IntN(len(levels)), 0
-	for p := range levels {
-		if k == i {
-			a = p
-		}
-		if k == j {
-			b = p
-		}
-		k++
-	}
+	prices := slices.Sorted(maps.Keys(levels)) // sorted: the choice depends on the seed only
+	a, b := prices[rng.IntN(len(prices))], prices[rng.IntN(len(prices))]
 	if abs(b-lb.mid) > abs(a-lb.mid) {
 		return b
 	}
