@@ -1,0 +1,295 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/marketd/marketd/bench"
+)
+
+// summary is everything one suite run measured (bench/results/summary.json).
+type summary struct {
+	Started    time.Time              `json:"started"`
+	Duration   float64                `json:"duration_s"`
+	Command    string                 `json:"command"`
+	GoVersion  string                 `json:"go_version"`
+	CPU        string                 `json:"cpu"`
+	LoadBefore string                 `json:"loadavg_before"`
+	LoadAfter  string                 `json:"loadavg_after"`
+	Results    []*bench.Result        `json:"results"`
+	Ceilings   []*bench.CeilingResult `json:"ceilings"`
+}
+
+func (s *summary) get(scenario, target string) *bench.Result {
+	for _, r := range s.Results {
+		if r.Scenario == scenario && r.Target == target {
+			return r
+		}
+	}
+	return nil
+}
+
+func (s *summary) ceiling(conns, batch int) *bench.CeilingResult {
+	for _, c := range s.Ceilings {
+		if c.Conns == conns && c.Batch == batch {
+			return c
+		}
+	}
+	return nil
+}
+
+func ratio(a, b float64) string {
+	if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func ms(us int64) string { return fmt.Sprintf("%.2f", float64(us)/1000) }
+
+// field returns f(r), or "–" for a missing result.
+func field(r *bench.Result, f func(*bench.Result) string) string {
+	if r == nil {
+		return "–"
+	}
+	return f(r)
+}
+
+// markdown renders the results block of docs/benchmarks.md.
+func (s *summary) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	p("Generated %s by `%s` in %.0f s (%s, %s, 2 cores; load average before %s, after %s).\n",
+		s.Started.Format("2006-01-02 15:04 UTC"), strings.TrimSpace(s.Command), s.Duration, s.CPU, s.GoVersion, s.LoadBefore, s.LoadAfter)
+	p("Server pinned to CPU 0 with GOMAXPROCS=1, load generator to CPU 1; each run starts a fresh server with its own embedded broker. ")
+	p("Raw JSON of every run: `bench/results/<scenario>-<target>.json` (each holds its exact `loadgen` command).\n\n")
+
+	p("| scenario | clients | records/s | marketd deliveries/s | peer deliveries/s | marketd/peer | marketd p50 / p99 / p99.9 ms | peer p50 / p99 / p99.9 ms | CPU s per M deliveries (marketd / peer) | write syscalls per delivery (marketd / peer) | gaps / notices (marketd) |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, sc := range scenarios {
+		m, pe := s.get(sc.Name, "marketd"), s.get(sc.Name, "peer")
+		if m == nil && pe == nil {
+			continue
+		}
+		if sc.Rate == 0 {
+			continue // memory only: in its own table
+		}
+		deliv := func(r *bench.Result) string { return fmt.Sprintf("%.0f", r.DeliveriesPerSec) }
+		lat := func(r *bench.Result) string {
+			return ms(r.Latency.P50) + " / " + ms(r.Latency.P99) + " / " + ms(r.Latency.P999)
+		}
+		cpu := func(r *bench.Result) string {
+			if r.Server == nil {
+				return "–"
+			}
+			return fmt.Sprintf("%.2f", r.Server.CPUPerMillion)
+		}
+		sys := func(r *bench.Result) string {
+			if r.Server == nil {
+				return "–"
+			}
+			return fmt.Sprintf("%.3f", r.Server.SyscWPerDeliv)
+		}
+		rt := "–"
+		if m != nil && pe != nil {
+			rt = ratio(m.DeliveriesPerSec, pe.DeliveriesPerSec)
+		}
+		produced := m
+		if produced == nil {
+			produced = pe
+		}
+		p("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s |\n", sc.Name, sc.Clients, produced.ProducedPerSec,
+			field(m, deliv), field(pe, deliv), rt, field(m, lat), field(pe, lat), field(m, cpu), field(pe, cpu), field(m, sys), field(pe, sys),
+			field(m, func(r *bench.Result) string { return fmt.Sprintf("%d / %d", r.Gaps, r.Notices) }))
+	}
+	p("\n")
+
+	p("**Against the ceiling** (raw loopback TCP writes of the same message size from one core; `bench/cmd/ceiling`):\n\n")
+	p("| subscribers | marketd deliveries/s | peer deliveries/s | ceiling, 1 msg per write | ceiling, %d msgs per write | marketd / ceiling(1) | marketd / ceiling(%d) |\n", ceilingBatch, ceilingBatch)
+	p("|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, pt := range []struct {
+		name  string
+		conns int
+	}{{"sat-100", 100}, {"sat-1k", 1000}, {"sat-10k", 10000}} {
+		m, pe := s.get(pt.name, "marketd"), s.get(pt.name, "peer")
+		c1, cN := s.ceiling(pt.conns, 1), s.ceiling(pt.conns, ceilingBatch)
+		md, pd, v1, vN := math.NaN(), math.NaN(), math.NaN(), math.NaN()
+		if m != nil {
+			md = m.DeliveriesPerSec
+		}
+		if pe != nil {
+			pd = pe.DeliveriesPerSec
+		}
+		if c1 != nil {
+			v1 = c1.MsgsPerSec
+		}
+		if cN != nil {
+			vN = cN.MsgsPerSec
+		}
+		p("| %d | %s | %s | %s | %s | %s | %s |\n", pt.conns, num(md), num(pd), num(v1), num(vN), ratio(md, v1), ratio(md, vN))
+	}
+	if len(s.Ceilings) > 0 {
+		c := s.Ceilings[0]
+		p("\nCeiling message size: %d bytes (marketd's wire bytes per message in lat-1k-100).\n", c.Size)
+	}
+	p("\n")
+
+	p("**Bytes on the wire** (1,000 subscribers of book deltas at 100 records/s):\n\n")
+	p("| target | compression | payload B/msg | wire B/msg | wire / uncompressed payload |\n|---|---|--:|--:|--:|\n")
+	for _, t := range []string{"marketd", "peer"} {
+		raw := s.get("lat-1k-100", t)
+		for _, sc := range []string{"lat-1k-100", "z-lat-1k-100"} {
+			r := s.get(sc, t)
+			if r == nil {
+				continue
+			}
+			share := "–"
+			if raw != nil && raw.PayloadPerMsg > 0 {
+				share = fmt.Sprintf("%.0f%%", 100*r.WirePerMsg/raw.PayloadPerMsg)
+			}
+			p("| %s | %v | %.1f | %.1f | %s |\n", t, r.Compress, r.PayloadPerMsg, r.WirePerMsg, share)
+		}
+	}
+	p("\n")
+
+	p("**Memory per connection** (server RSS after connecting and subscribing minus before, divided by clients):\n\n")
+	p("| scenario | clients | marketd KB/conn | peer KB/conn | marketd RSS MB | peer RSS MB |\n|---|--:|--:|--:|--:|--:|\n")
+	for _, sc := range []string{"idle-10k", "ticker-10k", "sat-10k"} {
+		m, pe := s.get(sc, "marketd"), s.get(sc, "peer")
+		kb := func(r *bench.Result) string {
+			if r.Server == nil {
+				return "–"
+			}
+			return fmt.Sprintf("%.1f", r.Server.RSSPerConn/1024)
+		}
+		rss := func(r *bench.Result) string {
+			if r.Server == nil {
+				return "–"
+			}
+			return fmt.Sprintf("%.0f", float64(r.Server.RSSConnected)/(1<<20))
+		}
+		if m == nil && pe == nil {
+			continue
+		}
+		clients := 0
+		if m != nil {
+			clients = m.Clients
+		} else {
+			clients = pe.Clients
+		}
+		p("| %s | %d | %s | %s | %s | %s |\n", sc, clients, field(m, kb), field(pe, kb), field(m, rss), field(pe, rss))
+	}
+	p("\n")
+
+	var warn []string
+	for _, r := range s.Results {
+		for _, w := range r.Warnings {
+			warn = append(warn, fmt.Sprintf("- %s on %s: %s", r.Scenario, r.Target, w))
+		}
+		if r.Gaps > 0 {
+			warn = append(warn, fmt.Sprintf("- %s on %s: %d prev_seq gaps", r.Scenario, r.Target, r.Gaps))
+		}
+		if len(r.CloseCodes) > 0 {
+			warn = append(warn, fmt.Sprintf("- %s on %s: clients closed by the server, by code: %v", r.Scenario, r.Target, r.CloseCodes))
+		}
+		if r.Loadgen.CPUShare > 0.9 {
+			warn = append(warn, fmt.Sprintf("- %s on %s: load generator at %.0f%% of its core", r.Scenario, r.Target, 100*r.Loadgen.CPUShare))
+		}
+	}
+	if len(warn) > 0 {
+		p("Warnings of this run:\n\n%s\n\n", strings.Join(warn, "\n"))
+	}
+	return b.String()
+}
+
+func num(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// plots draws the four figures of docs/benchmarks.md.
+func (s *suite) plots(sum *summary) error {
+	nan := math.NaN()
+	// 1. Deliveries/s vs subscribers.
+	var c lineChart
+	c = lineChart{title: "Deliveries per second vs subscribers (one server core)", xLabel: "subscribers of one symbol's book deltas",
+		yLabel: "messages delivered per second", logX: true, logY: true}
+	for _, t := range []string{"marketd", "peer"} {
+		sr := series{name: t}
+		for _, pt := range []struct {
+			name  string
+			conns int
+		}{{"sat-100", 100}, {"sat-1k", 1000}, {"sat-10k", 10000}} {
+			if r := sum.get(pt.name, t); r != nil {
+				sr.x, sr.y = append(sr.x, float64(pt.conns)), append(sr.y, r.DeliveriesPerSec)
+			}
+		}
+		c.series = append(c.series, sr)
+	}
+	for _, batch := range []int{1, ceilingBatch} {
+		sr := series{name: fmt.Sprintf("ceiling, %d msg/write", batch), dashed: true}
+		for _, conns := range ceilingConns {
+			if r := sum.ceiling(conns, batch); r != nil {
+				sr.x, sr.y = append(sr.x, float64(conns)), append(sr.y, r.MsgsPerSec)
+			}
+		}
+		c.series = append(c.series, sr)
+	}
+	if err := writeLineChart(filepath.Join(s.img, "deliveries-vs-subscribers.svg"), c); err != nil {
+		return err
+	}
+
+	// 2. Latency percentiles vs load.
+	c = lineChart{title: "End-to-end latency vs load (1,000 subscribers)", xLabel: "deliveries per second",
+		yLabel: "latency, ms (producer send → client receive)", logX: true, logY: true}
+	for _, t := range []string{"marketd", "peer"} {
+		for _, q := range []string{"p50", "p99", "p99.9"} {
+			sr := series{name: t + " " + q, dashed: t == "peer"}
+			for _, sc := range []string{"lat-1k-100", "lat-1k-300", "sat-1k"} {
+				r := sum.get(sc, t)
+				if r == nil || r.Latency.Count == 0 {
+					continue
+				}
+				v := map[string]int64{"p50": r.Latency.P50, "p99": r.Latency.P99, "p99.9": r.Latency.P999}[q]
+				sr.x, sr.y = append(sr.x, r.DeliveriesPerSec), append(sr.y, math.Max(float64(v)/1000, 0.01))
+			}
+			c.series = append(c.series, sr)
+		}
+	}
+	if err := writeLineChart(filepath.Join(s.img, "latency-vs-load.svg"), c); err != nil {
+		return err
+	}
+
+	// 3. Bytes per message, with and without compression.
+	bc := barChart{title: "Bytes per book-delta message (1,000 subscribers)", yLabel: "bytes per message",
+		categories: []string{"marketd", "marketd + deflate", "peer", "peer + deflate"}, names: []string{"payload (JSON)", "on the wire (TCP)"}}
+	bc.values = [][]float64{make([]float64, 4), make([]float64, 4)}
+	for i, k := range []struct{ t, sc string }{{"marketd", "lat-1k-100"}, {"marketd", "z-lat-1k-100"}, {"peer", "lat-1k-100"}, {"peer", "z-lat-1k-100"}} {
+		bc.values[0][i], bc.values[1][i] = nan, nan
+		if r := sum.get(k.sc, k.t); r != nil {
+			bc.values[0][i], bc.values[1][i] = r.PayloadPerMsg, r.WirePerMsg
+		}
+	}
+	if err := writeBarChart(filepath.Join(s.img, "bytes-per-message.svg"), bc); err != nil {
+		return err
+	}
+
+	// 4. Memory per connection.
+	bc = barChart{title: "Server memory per connection (RSS growth / clients)", yLabel: "KB per connection",
+		categories: []string{"10k idle", "10k tickers", "10k book subscribers"}, names: []string{"marketd", "peer"}}
+	bc.values = [][]float64{make([]float64, 3), make([]float64, 3)}
+	for ti, t := range []string{"marketd", "peer"} {
+		for ci, sc := range []string{"idle-10k", "ticker-10k", "sat-10k"} {
+			bc.values[ti][ci] = nan
+			if r := sum.get(sc, t); r != nil && r.Server != nil {
+				bc.values[ti][ci] = r.Server.RSSPerConn / 1024
+			}
+		}
+	}
+	return writeBarChart(filepath.Join(s.img, "memory-per-connection.svg"), bc)
+}

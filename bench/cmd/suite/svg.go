@@ -1,0 +1,248 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"strings"
+)
+
+// A small SVG chart writer, enough for the benchmark plots: line charts on
+// linear or log axes and grouped bar charts, with a legend. It keeps the
+// repository free of a plotting dependency.
+
+const (
+	chartW, chartH                     = 720, 420
+	marginL, marginR, marginT, marginB = 80, 190, 40, 55
+)
+
+var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#7f7f7f", "#9467bd", "#ff7f0e", "#8c564b"}
+
+// series is one line of a line chart.
+type series struct {
+	name   string
+	x, y   []float64
+	dashed bool
+}
+
+// lineChart describes a line chart.
+type lineChart struct {
+	title, xLabel, yLabel string
+	logX, logY            bool
+	series                []series
+}
+
+type axis struct {
+	lo, hi float64
+	log    bool
+	px0    float64 // pixel of lo
+	px1    float64 // pixel of hi
+}
+
+func (a axis) pos(v float64) float64 {
+	if a.log {
+		v, lo, hi := math.Log10(math.Max(v, 1e-12)), math.Log10(a.lo), math.Log10(a.hi)
+		return a.px0 + (v-lo)/(hi-lo)*(a.px1-a.px0)
+	}
+	return a.px0 + (v-a.lo)/(a.hi-a.lo)*(a.px1-a.px0)
+}
+
+// ticks returns tick values: powers of ten (and 2, 5 between) on a log
+// axis, about six round steps on a linear one.
+func (a axis) ticks() []float64 {
+	var out []float64
+	if a.log {
+		for e := math.Floor(math.Log10(a.lo)); e <= math.Ceil(math.Log10(a.hi)); e++ {
+			for _, m := range []float64{1, 2, 5} {
+				if v := m * math.Pow(10, e); v >= a.lo*0.999 && v <= a.hi*1.001 {
+					out = append(out, v)
+				}
+			}
+		}
+		return out
+	}
+	step := niceStep((a.hi - a.lo) / 6)
+	for v := math.Ceil(a.lo/step) * step; v <= a.hi*1.0001; v += step {
+		out = append(out, v)
+	}
+	return out
+}
+
+func niceStep(raw float64) float64 {
+	if raw <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(raw)))
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if m*p >= raw {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// bounds returns a range covering vals with some room; a log range snaps
+// to powers of ten.
+func bounds(vals []float64, log, zero bool) (float64, float64) {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, v := range vals {
+		if log && v <= 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			continue
+		}
+		lo, hi = math.Min(lo, v), math.Max(hi, v)
+	}
+	if math.IsInf(lo, 0) {
+		return 1, 10
+	}
+	if log {
+		return math.Pow(10, math.Floor(math.Log10(lo))), math.Pow(10, math.Ceil(math.Log10(hi)+1e-9))
+	}
+	if zero {
+		lo = math.Min(lo, 0)
+	}
+	if hi == lo {
+		hi = lo + 1
+	}
+	step := niceStep((hi - lo) / 6)
+	return math.Floor(lo/step) * step, math.Ceil(hi*1.05/step) * step
+}
+
+func human(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 1e6:
+		return trimZero(fmt.Sprintf("%.1f", v/1e6)) + "M"
+	case a >= 1e3:
+		return trimZero(fmt.Sprintf("%.1f", v/1e3)) + "k"
+	case a >= 1 || a == 0:
+		return trimZero(fmt.Sprintf("%.1f", v))
+	}
+	return fmt.Sprintf("%.2g", v)
+}
+
+func trimZero(s string) string { return strings.TrimSuffix(s, ".0") }
+
+type svgDoc struct{ b strings.Builder }
+
+func (d *svgDoc) f(format string, args ...any) { fmt.Fprintf(&d.b, format, args...) }
+
+func esc(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
+}
+
+func (d *svgDoc) begin(title, xLabel, yLabel string) {
+	d.f(`<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", chartW, chartH, chartW, chartH)
+	d.f(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
+	d.f(`<text x="%d" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", marginL, esc(title))
+	d.f(`<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", marginL+(chartW-marginL-marginR)/2, chartH-12, esc(xLabel))
+	d.f(`<text transform="translate(18,%d) rotate(-90)" text-anchor="middle">%s</text>`+"\n", marginT+(chartH-marginT-marginB)/2, esc(yLabel))
+}
+
+func (d *svgDoc) legend(i int, name, color string, dashed bool) {
+	x, y := chartW-marginR+15, marginT+10+i*20
+	dash := ""
+	if dashed {
+		dash = ` stroke-dasharray="6,4"`
+	}
+	d.f(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2.5"%s/>`+"\n", x, y, x+24, y, color, dash)
+	d.f(`<text x="%d" y="%d">%s</text>`+"\n", x+30, y+4, esc(name))
+}
+
+func (d *svgDoc) yAxis(ya axis) {
+	for _, t := range ya.ticks() {
+		y := ya.pos(t)
+		d.f(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", marginL, y, chartW-marginR, y)
+		d.f(`<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", marginL-6, y+4, human(t))
+	}
+	d.f(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", marginL, marginT, marginL, chartH-marginB)
+	d.f(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", marginL, chartH-marginB, chartW-marginR, chartH-marginB)
+}
+
+func (d *svgDoc) write(path string) error {
+	d.f("</svg>\n")
+	return os.WriteFile(path, []byte(d.b.String()), 0o644)
+}
+
+// writeLineChart writes c as an SVG file.
+func writeLineChart(path string, c lineChart) error {
+	var xs, ys []float64
+	for _, s := range c.series {
+		xs, ys = append(xs, s.x...), append(ys, s.y...)
+	}
+	xlo, xhi := bounds(xs, c.logX, false)
+	ylo, yhi := bounds(ys, c.logY, true)
+	xa := axis{lo: xlo, hi: xhi, log: c.logX, px0: marginL, px1: chartW - marginR}
+	ya := axis{lo: ylo, hi: yhi, log: c.logY, px0: chartH - marginB, px1: marginT}
+	var d svgDoc
+	d.begin(c.title, c.xLabel, c.yLabel)
+	d.yAxis(ya)
+	for _, t := range xa.ticks() {
+		x := xa.pos(t)
+		d.f(`<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#eee"/>`+"\n", x, marginT, x, chartH-marginB)
+		d.f(`<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, chartH-marginB+16, human(t))
+	}
+	for i, s := range c.series {
+		color := palette[i%len(palette)]
+		var pts []string
+		for j := range s.x {
+			if (c.logY && s.y[j] <= 0) || (c.logX && s.x[j] <= 0) {
+				continue
+			}
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", xa.pos(s.x[j]), ya.pos(s.y[j])))
+		}
+		dash := ""
+		if s.dashed {
+			dash = ` stroke-dasharray="6,4"`
+		}
+		d.f(`<polyline fill="none" stroke="%s" stroke-width="2.5"%s points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
+		if !s.dashed {
+			for _, p := range pts {
+				x, y, _ := strings.Cut(p, ",")
+				d.f(`<circle cx="%s" cy="%s" r="3.5" fill="%s"/>`+"\n", x, y, color)
+			}
+		}
+		d.legend(i, s.name, color, s.dashed)
+	}
+	return d.write(path)
+}
+
+// barChart describes a grouped bar chart: one group per category, one bar
+// per series in each group.
+type barChart struct {
+	title, yLabel string
+	categories    []string
+	names         []string
+	values        [][]float64 // values[series][category]; NaN: no bar
+}
+
+// writeBarChart writes c as an SVG file.
+func writeBarChart(path string, c barChart) error {
+	var all []float64
+	for _, v := range c.values {
+		all = append(all, v...)
+	}
+	ylo, yhi := bounds(all, false, true)
+	ya := axis{lo: ylo, hi: yhi, px0: chartH - marginB, px1: marginT}
+	var d svgDoc
+	d.begin(c.title, "", c.yLabel)
+	d.yAxis(ya)
+	groupW := float64(chartW-marginL-marginR) / float64(len(c.categories))
+	barW := groupW * 0.8 / float64(len(c.names))
+	for ci, cat := range c.categories {
+		gx := marginL + groupW*float64(ci)
+		d.f(`<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", gx+groupW/2, chartH-marginB+16, esc(cat))
+		for si := range c.names {
+			v := c.values[si][ci]
+			if math.IsNaN(v) {
+				continue
+			}
+			x := gx + groupW*0.1 + barW*float64(si)
+			y0, y1 := ya.pos(0), ya.pos(v)
+			d.f(`<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n", x, y1, barW-2, y0-y1, palette[si%len(palette)])
+			d.f(`<text x="%.1f" y="%.1f" text-anchor="middle" font-size="10">%s</text>`+"\n", x+barW/2-1, y1-3, human(v))
+		}
+	}
+	for si, n := range c.names {
+		d.legend(si, n, palette[si%len(palette)], false)
+	}
+	return d.write(path)
+}
