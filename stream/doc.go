@@ -1,0 +1,63 @@
+// Package stream is marketd's WebSocket fan-out and HTTP read side
+// (protocol.md §3 and §4).
+//
+// # Data flow
+//
+// The owners of the books (feed's ingester) call Hub.Publish with every
+// applied book.Update. The hub keeps, per symbol, a topic of subscription
+// groups keyed by (channel, depth, interval); for each update and each
+// group the update concerns it encodes the message once (a hand-written
+// append encoder, numbers through book.Num.Append so that the wire text is
+// the checksum text), frames it once uncompressed and, only when a member
+// negotiated permessage-deflate, once compressed without context takeover,
+// and queues the same immutable bytes on every member. Publishing costs
+// per group, not per client: allocations and encodes per publish do not
+// grow with subscribers.
+//
+// # Ownership and concurrency
+//
+//   - Publish runs on the goroutine that owns the symbol's book and never
+//     blocks on a client: it takes the topic's mutex for short, encodes and
+//     enqueues.
+//   - Subscribing to a book runs inside Books.Do, on that same owner, so the
+//     snapshot (or the missed updates of an exact resume) and the client's
+//     registration are atomic with respect to the update stream: a
+//     snapshot's seq is exactly the prev_seq of the client's next update.
+//     A book stream's snapshot carries the seq of the stream's last message
+//     (the view is unchanged since), which can be lower than the book's.
+//   - Each connection has one reader goroutine (gws's ReadLoop on the HTTP
+//     handler's goroutine), which handles the client's ops and owns its
+//     subscriptions, and one writer goroutine that exists only while
+//     something is queued. Everyone else enqueues; the writer drains the
+//     queue with one writev per chunk (shared frames as they are, runs of
+//     per-client messages joined by '\n' in one frame) under a write
+//     deadline. gws is used for the upgrade and the read path only; every
+//     server frame (data, ping, pong, close) is written by the writer, and
+//     gws's own protocol-error close frames are single writes that the
+//     socket's write lock keeps whole.
+//   - Interval groups (100ms, 1s) merge their changes between the ticks of
+//     one hub-owned ticker per interval; the loop exists while such groups
+//     do.
+//   - Liveness uses one timer per connection (time.AfterFunc), no goroutine.
+//   - Lock order: Hub.mu → topic.mu → client.mu; Hub.ivMu innermost.
+//
+// # Backpressure
+//
+// Each connection's queue is bounded in bytes when enqueueing. Past
+// Config.QueueSoftLimit the client is conflated: its book and ticker
+// streams stop getting individual messages, each stream is marked behind
+// since the last message it got, and a "conflated" notice is queued. When
+// the writer drains the queue under a quarter of the soft limit it catches
+// each stream up: one "conflated":true update merging the stream's ring
+// entries since then (the seq chain stays intact), or a fresh snapshot when
+// the ring no longer reaches back; the latest ticker. Trades, acks, errors,
+// snapshots and notices are never dropped. Past Config.QueueHardLimit the
+// client is closed with 4008 without waiting.
+//
+// # Replies
+//
+// Every client op gets exactly one reply carrying its id: subscribe,
+// unsubscribe and snapshot an ack, queued after the data the op produced
+// (snapshots, the current ticker, resumed updates); ping a pong; a bad op
+// an error, and the connection stays up.
+package stream

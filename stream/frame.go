@@ -1,0 +1,197 @@
+package stream
+
+import (
+	"encoding/binary"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/flate"
+)
+
+// WebSocket framing (RFC 6455 §5.2) of what the server writes. The server
+// writes every frame itself (see writer.go), so that one frame built per
+// message can be shared by every connection: server frames are unmasked,
+// a compressed frame sets RSV1 (RFC 7692 §6).
+
+// Opcodes and header bits.
+const (
+	opText  = 0x1
+	opClose = 0x8
+	opPing  = 0x9
+	opPong  = 0xA
+
+	bitFIN  = 0x80
+	bitRSV1 = 0x40
+)
+
+// maxFrameHeader is the longest header of an unmasked frame.
+const maxFrameHeader = 10
+
+// frameHeaderLen returns the header length of an unmasked frame of n bytes.
+func frameHeaderLen(n int) int {
+	switch {
+	case n < 126:
+		return 2
+	case n <= 0xffff:
+		return 4
+	}
+	return 10
+}
+
+// appendFrameHeader appends the header of a final, unmasked frame.
+func appendFrameHeader(dst []byte, op byte, compressed bool, n int) []byte {
+	b0 := bitFIN | op
+	if compressed {
+		b0 |= bitRSV1
+	}
+	switch {
+	case n < 126:
+		return append(dst, b0, byte(n))
+	case n <= 0xffff:
+		return append(dst, b0, 126, byte(n>>8), byte(n))
+	}
+	dst = append(dst, b0, 127)
+	return binary.BigEndian.AppendUint64(dst, uint64(n))
+}
+
+// newFrame returns a new slice holding one complete frame of payload.
+func newFrame(op byte, compressed bool, payload []byte) []byte {
+	f := make([]byte, 0, frameHeaderLen(len(payload))+len(payload))
+	f = appendFrameHeader(f, op, compressed, len(payload))
+	return append(f, payload...)
+}
+
+// closeFrame returns a close frame with a status code and a reason (cut to
+// the 123 bytes a control frame leaves for it).
+func closeFrame(code uint16, reason string) []byte {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	p := make([]byte, 0, 2+len(reason))
+	p = binary.BigEndian.AppendUint16(p, code)
+	p = append(p, reason...)
+	return newFrame(opClose, false, p)
+}
+
+// appendWriter is an io.Writer that appends to a byte slice.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// deflaters pools the compressors of appendDeflate. A flate.Writer at
+// BestSpeed compresses the small JSON messages of a market feed better
+// than the stateless encoder for the same time; Reset makes each message
+// independent, as server_no_context_takeover requires.
+var deflaters = sync.Pool{New: func() any {
+	w, err := flate.NewWriter(io.Discard, flate.BestSpeed)
+	if err != nil { // cannot happen: BestSpeed is a valid level
+		return nil
+	}
+	return w
+}}
+
+// appendDeflate appends the permessage-deflate payload of p (RFC 7692
+// §7.2.1): the DEFLATE stream of p alone (no context takeover), ending
+// with an empty stored block whose 00 00 ff ff tail is removed.
+func appendDeflate(dst, p []byte) []byte {
+	aw := appendWriter{b: dst}
+	fw, _ := deflaters.Get().(*flate.Writer)
+	if fw == nil {
+		// Only if the pool's New failed: the stateless encoder needs no state.
+		if err := flate.StatelessDeflate(&aw, p, false, nil); err != nil {
+			return dst[:len(dst):len(dst)]
+		}
+	} else {
+		fw.Reset(&aw)
+		_, _ = fw.Write(p) // an appendWriter never fails
+		_ = fw.Flush()
+		fw.Reset(io.Discard) // drop the reference to aw's buffer
+		deflaters.Put(fw)
+	}
+	out := aw.b
+	if n := len(out); n-len(dst) >= 4 && out[n-4] == 0 && out[n-3] == 0 && out[n-2] == 0xff && out[n-1] == 0xff {
+		out = out[:n-4]
+	}
+	return out
+}
+
+// message is one encoded server message shared by every subscriber of a
+// group: its frames are built once and never modified afterwards, so any
+// number of connection writers may write them concurrently.
+type message struct {
+	// plain is the complete uncompressed text frame; its payload starts at hdr.
+	plain []byte
+	hdr   int
+	// deflated is the complete compressed frame (or plain, when compression
+	// does not pay), built at most once by frame(true, ...).
+	deflated []byte
+	// born is when the message was published (monoNow), for the
+	// publish-to-write latency.
+	born int64
+}
+
+// newMessage frames payload (copied) into a new message.
+func newMessage(payload []byte, born int64) *message {
+	f := newFrame(opText, false, payload)
+	return &message{plain: f, hdr: len(f) - len(payload), born: born}
+}
+
+// payload returns the JSON text of m.
+func (m *message) payload() []byte { return m.plain[m.hdr:] }
+
+// frame returns the frame of m for a connection whose deflateLimit is
+// limit (see client.deflateLimit: 0 without permessage-deflate), building
+// the compressed frame on first use with the server's compression
+// threshold. It is called only with the lock of the topic that owns m held
+// (or by the only goroutine that knows m), which orders the lazy build
+// before every writer that reads it.
+func (m *message) frame(limit, threshold int) []byte {
+	if limit == 0 || len(m.plain)-m.hdr > limit {
+		return m.plain
+	}
+	if m.deflated == nil {
+		m.deflated = compressFrame(m.payload(), m.plain, threshold)
+	}
+	return m.deflated
+}
+
+// compressFrame returns the compressed frame of payload, or plain (the
+// payload's uncompressed frame) when the payload is shorter than threshold
+// or does not shrink.
+func compressFrame(payload, plain []byte, threshold int) []byte {
+	if len(payload) < threshold {
+		return plain
+	}
+	buf := getBuf()
+	z := appendDeflate((*buf)[:0], payload)
+	f := plain
+	if len(z) < len(payload) {
+		f = newFrame(opText, true, z)
+	}
+	*buf = z
+	putBuf(buf)
+	return f
+}
+
+// bufPool holds scratch buffers for encoding and compressing.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 4096)
+	return &b
+}}
+
+// maxPooledBuf bounds the buffers kept in bufPool, so that one huge
+// snapshot does not pin its buffer forever.
+const maxPooledBuf = 256 << 10
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > maxPooledBuf {
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}

@@ -1,0 +1,129 @@
+package stream
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+)
+
+// errFrameGuard ends a connection whose client sent a frame RFC 6455 forbids
+// and gws would accept (or crash on).
+var errFrameGuard = errors.New("invalid frame header")
+
+// frameGuard is the net.Conn gws reads from. It follows the frame
+// boundaries of the client's byte stream and stops it at the first header
+// that gws does not check:
+//
+//   - RSV2 or RSV3 set (gws checks them only without permessage-deflate);
+//   - RSV1 set without permessage-deflate, on a control frame or on a
+//     continuation frame (RFC 7692 §6.1: only a message's first frame);
+//   - a 64-bit payload length with its most significant bit set, which gws
+//     turns into a negative int and panics on.
+//
+// On such a header it has the connection closed with 1002 (after the close
+// frame is written) and fails the read. It also feeds the connection's
+// liveness clock, and first serves the bytes the HTTP server had read past
+// the upgrade request. Owned by the reader goroutine.
+type frameGuard struct {
+	net.Conn
+	pre     []byte // bytes buffered by the HTTP server, served first
+	deflate bool
+	c       *client // set before the first read
+
+	hdr    [14]byte
+	hn     int    // header bytes collected
+	need   int    // header length, once the first two bytes are known
+	remain uint64 // payload bytes left in the current frame
+	failed bool
+}
+
+// Read reads from the client and checks the frame headers it passes on.
+func (g *frameGuard) Read(p []byte) (int, error) {
+	if g.failed {
+		return 0, errFrameGuard
+	}
+	var n int
+	var err error
+	if len(g.pre) > 0 {
+		n = copy(p, g.pre)
+		g.pre = g.pre[n:]
+	} else {
+		n, err = g.Conn.Read(p)
+	}
+	if n > 0 {
+		if g.c != nil {
+			g.c.lastRead.Store(monoNow())
+		}
+		if !g.scan(p[:n]) {
+			g.failed = true
+			if g.c != nil {
+				g.c.closeAndWait(CloseProtocolError)
+			}
+			return 0, errFrameGuard
+		}
+	}
+	return n, err
+}
+
+// scan advances the frame state over b; false on a forbidden header.
+func (g *frameGuard) scan(b []byte) bool {
+	for len(b) > 0 {
+		if g.remain > 0 {
+			k := uint64(len(b))
+			if k > g.remain {
+				k = g.remain
+			}
+			g.remain -= k
+			b = b[k:]
+			continue
+		}
+		g.hdr[g.hn] = b[0]
+		g.hn++
+		b = b[1:]
+		if g.hn == 2 {
+			g.need = 2
+			switch g.hdr[1] & 0x7f {
+			case 126:
+				g.need += 2
+			case 127:
+				g.need += 8
+			}
+			if g.hdr[1]&0x80 != 0 {
+				g.need += 4 // mask key; gws rejects unmasked frames itself
+			}
+		}
+		if g.hn < 2 || g.hn < g.need {
+			continue
+		}
+		if !g.check() {
+			return false
+		}
+		g.hn, g.need = 0, 0
+	}
+	return true
+}
+
+// check validates a complete header and sets the payload length.
+func (g *frameGuard) check() bool {
+	b0 := g.hdr[0]
+	rsv1, rsv23, op := b0&0x40 != 0, b0&0x30 != 0, b0&0x0f
+	if rsv23 {
+		return false
+	}
+	control := op >= 0x8
+	if rsv1 && (!g.deflate || control || op == 0) {
+		return false
+	}
+	switch g.hdr[1] & 0x7f {
+	case 126:
+		g.remain = uint64(binary.BigEndian.Uint16(g.hdr[2:4]))
+	case 127:
+		g.remain = binary.BigEndian.Uint64(g.hdr[2:10])
+		if g.remain>>63 != 0 {
+			return false
+		}
+	default:
+		g.remain = uint64(g.hdr[1] & 0x7f)
+	}
+	return true
+}
