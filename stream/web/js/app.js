@@ -337,7 +337,8 @@ async function loadSymbols() {
       const r = await fetch('v1/symbols', { cache: 'no-store' });
       if (r.ok) {
         const body = await r.json();
-        addSymbols(body.symbols || []);
+        // {"symbols":[...]} as documented; a bare array is taken too.
+        addSymbols((Array.isArray(body) ? body : body.symbols) || []);
       }
     } catch { /* the server is not up yet: the WebSocket shows the state */ }
     // Tickers may have named symbols meanwhile: choose among all known.
@@ -436,10 +437,11 @@ class Ladder {
       if (row.t !== t) row.tot.textContent = t;
       row.bar.style.transform = `scaleX(${maxTotal > 0 ? Math.min(1, total / maxTotal) : 0})`;
       if (flash) {
+        // A level whose size changed (not one that just scrolled into view) flashes its size.
         const before = this.prev.get(lv.p);
-        if (before !== lv.s) {
-          const up = before === undefined || Number(lv.s) > Number(before);
-          row.el.animate({ backgroundColor: [up ? 'rgba(46,189,133,0.22)' : 'rgba(246,70,93,0.22)', 'transparent'] }, { duration: 450, easing: 'ease-out' });
+        if (before !== undefined && before !== lv.s) {
+          const up = Number(lv.s) > Number(before);
+          row.sz.animate({ backgroundColor: [up ? 'rgba(46,189,133,0.3)' : 'rgba(246,70,93,0.3)', 'rgba(0,0,0,0)'] }, { duration: 350, easing: 'ease-out' });
         }
       }
       row.p = lv.p; row.s = lv.s; row.t = t;
