@@ -25,8 +25,9 @@ const (
 	DefaultMinBackoff = 100 * time.Millisecond
 	// DefaultMaxBackoff caps the wait between retries.
 	DefaultMaxBackoff = 5 * time.Second
-	// DefaultFetchMaxBytes is the most a fetch of one partition returns.
-	DefaultFetchMaxBytes = 8 << 20
+	// DefaultFetchMaxBytes is the most a fetch of one partition returns
+	// (a broker returns at least one record batch, however large).
+	DefaultFetchMaxBytes = 1 << 20
 	// DefaultFetchMaxWait is how long the broker holds a fetch that has
 	// nothing to return (a long poll): it does not delay records.
 	DefaultFetchMaxWait = 500 * time.Millisecond
@@ -525,15 +526,20 @@ type partition struct {
 	err   error // the last connection error
 }
 
-// chunk is the records of one fetch.
+// chunk is a run of fetched records, at most chunkRecords.
 type chunk struct {
 	msgs []kafka.Message
 }
 
-// chunksInFlight is how many fetched chunks may wait for the apply loop:
-// two let the fetcher read the next fetch while the loop applies one,
-// without letting it run far ahead.
-const chunksInFlight = 2
+const (
+	// chunksInFlight is how many fetched chunks may wait for the apply
+	// loop: two let the fetcher read on while the loop applies, without
+	// letting it run far ahead.
+	chunksInFlight = 2
+	// chunkRecords bounds a chunk, and so the memory a partition holds in
+	// fetched records: (chunksInFlight+1) * chunkRecords records.
+	chunkRecords = 4096
+)
 
 func newPartition(in *Ingester, id int) *partition {
 	p := &partition{
@@ -637,6 +643,16 @@ func (p *partition) fetch(ctx context.Context) {
 			}
 			pos = m.Offset + 1
 			c.msgs = append(c.msgs, m)
+			if len(c.msgs) == chunkRecords {
+				if !p.send(ctx, c) {
+					batch.Close()
+					return
+				}
+				if c = p.getChunk(ctx); c == nil {
+					batch.Close()
+					return
+				}
+			}
 		}
 		err := batch.Close()
 		if errors.Is(err, kafka.RequestTimedOut) {
@@ -645,9 +661,7 @@ func (p *partition) fetch(ctx context.Context) {
 			err = nil
 		}
 		if len(c.msgs) > 0 {
-			select {
-			case p.chunks <- c:
-			case <-ctx.Done():
+			if !p.send(ctx, c) {
 				return
 			}
 		} else {
@@ -680,6 +694,16 @@ func (p *partition) fetch(ctx context.Context) {
 		p.connected.Store(false)
 		p.setErr(err)
 		closeConn()
+	}
+}
+
+// send hands c to the apply loop; it reports false when ctx is done first.
+func (p *partition) send(ctx context.Context, c *chunk) bool {
+	select {
+	case p.chunks <- c:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
