@@ -307,7 +307,11 @@ function onTrade(msg) {
   list.push(tr);
   if (list.length > TAPE_ROWS * 2) list.splice(0, list.length - TAPE_ROWS);
   chart.add(sym, msg.ts, Number(msg.price), Number(msg.size), tr.buy);
-  if (sym === S.symbol) S.newTrades.push(tr);
+  if (sym === S.symbol) {
+    S.newTrades.push(tr);
+    // A hidden tab draws nothing: keep only what the tape can show.
+    if (S.newTrades.length > TAPE_ROWS * 2) S.newTrades.splice(0, S.newTrades.length - TAPE_ROWS);
+  }
 }
 
 // ---- symbols ---------------------------------------------------------------

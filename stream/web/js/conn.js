@@ -5,7 +5,7 @@
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const PING_EVERY_MS = 15000;
-const DEAD_AFTER_MS = 45000; // nothing at all received for this long: reconnect
+const PONG_TIMEOUT_MS = 20000; // a ping followed by this long of silence: reconnect
 
 /**
  * Connection owns one WebSocket at a time. Callbacks:
@@ -23,6 +23,7 @@ export class Connection {
     this.attempt = 0;
     this.pings = new Map(); // ping id -> performance.now() when sent
     this.lastRx = 0;
+    this.lastPing = 0; // when the oldest ping not followed by any message was sent
     this.timer = null; // reconnect timer
     this.keepalive = null;
     this.stopped = false;
@@ -50,6 +51,7 @@ export class Connection {
       this.attempt = 0;
       this.opens++;
       this.lastRx = performance.now();
+      this.lastPing = 0;
       this.pings.clear();
       this.h.onstatus?.('open', {});
       this.keepalive = setInterval(() => this.tick(), PING_EVERY_MS);
@@ -96,11 +98,17 @@ export class Connection {
     this.timer = setTimeout(() => this.connect(), delay);
   }
 
-  /** tick sends a keepalive ping and drops a connection that went silent. */
+  /**
+   * tick sends a keepalive ping, and drops a connection on which nothing at
+   * all arrived since a ping sent long ago (the server answers every ping at
+   * once). Judging by the last ping, not by a fixed silence, keeps a quiet
+   * market or a hidden tab, whose timers the browser slows down, connected.
+   */
   tick() {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-    if (performance.now() - this.lastRx > DEAD_AFTER_MS) {
-      this.drop('no data received');
+    const now = performance.now();
+    if (this.lastPing > this.lastRx && now - this.lastPing > PONG_TIMEOUT_MS) {
+      this.drop('no answer to ping');
       return;
     }
     this.ping();
@@ -108,7 +116,11 @@ export class Connection {
 
   ping() {
     const id = this.send({ op: 'ping' });
-    if (id) this.pings.set(id, performance.now());
+    if (!id) return;
+    const now = performance.now();
+    if (!(this.lastPing > this.lastRx)) this.lastPing = now; // keep the oldest unanswered one
+    this.pings.set(id, now);
+    if (this.pings.size > 16) this.pings.delete(this.pings.keys().next().value);
   }
 
   pong(msg) {
