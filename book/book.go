@@ -30,6 +30,7 @@ type Book struct {
 	last, lastSize Num
 	sumValid       bool // sum1 and sum10 match the book
 	sum1, sum10    uint32
+	sumBuf         []byte // reused to build checksum strings
 
 	// The outputs of the last successful Apply.
 	changes               []Change
@@ -455,27 +456,38 @@ func (b *Book) Changes() []Change { return b.changes }
 // price or size, a trade, or trades leaving the 24h window). It allocates;
 // the owner calls it once per applied event.
 func (b *Book) LastUpdate() *Update {
-	a := new(struct {
-		u  Update
-		tr Trade
-		tk Ticker
-	})
-	u := &a.u
-	u.Symbol, u.Seq, u.TS = b.symbol, b.seq, b.ts
-	if len(b.changes) > 0 {
-		u.Changes = slices.Clone(b.changes)
+	var u *Update
+	if n := len(b.changes); n > 0 && n <= inlineChanges {
+		// Most events change one or two levels: one allocation holds both
+		// the Update and its changes.
+		box := new(struct {
+			u  Update
+			ch [inlineChanges]Change
+		})
+		u = &box.u
+		u.Changes = box.ch[:n:n]
+		copy(u.Changes, b.changes)
+	} else {
+		u = new(Update)
+		if n > 0 {
+			u.Changes = slices.Clone(b.changes)
+		}
 	}
+	u.Symbol, u.Seq, u.TS = b.symbol, b.seq, b.ts
 	u.Checksum1, u.Checksum10 = b.Checksum(1), b.Checksum(ChecksumLevels)
 	if b.traded {
-		a.tr = Trade{TradeID: string(b.tradeID), Price: b.tradePrice, Size: b.tradeSize, Side: b.tradeSide}
-		u.Trade = &a.tr
+		u.Trade = &Trade{TradeID: string(b.tradeID), Price: b.tradePrice, Size: b.tradeSize, Side: b.tradeSide}
 	}
 	if b.tickerChanged {
-		a.tk = b.Ticker()
-		u.Ticker = &a.tk
+		t := b.Ticker()
+		u.Ticker = &t
 	}
 	return u
 }
+
+// inlineChanges is the number of changes LastUpdate allocates together with
+// their Update.
+const inlineChanges = 2
 
 // Snapshot returns a consistent copy of the book's view of the given depth:
 // the best depth levels of each side, best first (depth 0, or less, is the

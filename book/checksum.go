@@ -1,6 +1,9 @@
 package book
 
-import "hash/crc32"
+import (
+	"hash/crc32"
+	"sync"
+)
 
 // ChecksumLevels is the number of levels per side that a checksum covers.
 const ChecksumLevels = 10
@@ -14,9 +17,15 @@ const checksumBufSize = 2 * ChecksumLevels * (2*21 + 2)
 // from at most the first ChecksumLevels levels of each side. An empty book
 // has checksum 0.
 func Checksum(bids, asks []Level) uint32 {
-	var buf [checksumBufSize]byte
-	return crc32.ChecksumIEEE(AppendChecksumString(buf[:0], bids, asks))
+	buf := checksumBufs.Get().(*[checksumBufSize]byte)
+	sum := crc32.ChecksumIEEE(AppendChecksumString(buf[:0], bids, asks))
+	checksumBufs.Put(buf)
+	return sum
 }
+
+// checksumBufs holds buffers for Checksum: crc32 hashes through a function
+// value, so a buffer on the stack would escape and cost an allocation per call.
+var checksumBufs = sync.Pool{New: func() any { return new([checksumBufSize]byte) }}
 
 // AppendChecksumString appends to dst the string that Checksum hashes: for
 // i = 0..9, "bidPrice:bidSize:" if bid i exists, then "askPrice:askSize:" if
@@ -48,8 +57,7 @@ func appendChecksumLevel(dst []byte, price, size Num) []byte {
 // checksum returns the checksum of the book's view of the best n levels per
 // side (n <= ChecksumLevels), without building Level slices.
 func (b *Book) checksum(n int) uint32 {
-	var buf [checksumBufSize]byte
-	dst := buf[:0]
+	dst := b.sumBuf[:0]
 	bids, asks := b.bids.levels, b.asks.levels
 	for i := range n {
 		if i < len(bids) {
@@ -61,6 +69,7 @@ func (b *Book) checksum(n int) uint32 {
 			dst = appendChecksumLevel(dst, lv.Price, lv.Size)
 		}
 	}
+	b.sumBuf = dst // keep what append grew
 	if len(dst) > 0 {
 		dst = dst[:len(dst)-1]
 	}

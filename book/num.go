@@ -134,14 +134,19 @@ tail:
 		return 0, ErrNumRange
 	}
 	p := pow10[shift]
-	if mant > math.MaxInt64/p {
+	// The range of Num is -2^63 .. 2^63-1: a negative value may reach 2^63.
+	const lim = uint64(math.MaxInt64) + 1
+	if mant > lim/p {
 		return 0, ErrNumRange
 	}
-	v := Num(mant * p)
-	if neg {
-		v = -v
+	u := mant * p
+	if u == lim && !neg {
+		return 0, ErrNumRange
 	}
-	return v, nil
+	if neg {
+		u = -u
+	}
+	return Num(u), nil
 }
 
 // NumFromDecimal converts d exactly, or returns ErrNumPrecision or ErrNumRange.
