@@ -41,7 +41,9 @@ func startBroker(t testing.TB, cfg BrokerConfig) *Broker {
 	if cfg.Topics == nil {
 		cfg.Topics = []string{"test"}
 	}
-	b, err := StartBroker(t.Context(), cfg)
+	// Not t.Context(): it ends before cleanups run, and the broker must
+	// outlive the ingesters that cleanups stop.
+	b, err := StartBroker(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("StartBroker: %v", err)
 	}

@@ -341,7 +341,7 @@ func (in *Ingester) Ready() error {
 			if err == nil {
 				err = errors.New("connecting")
 			}
-			return fmt.Errorf("feed: partition %d: broker unreachable: %w", p.id, err)
+			return fmt.Errorf("feed: partition %d: not connected: %w", p.id, err)
 		}
 		start, next := p.startHWM.Load(), p.next.Load()
 		if start < 0 {
