@@ -40,16 +40,23 @@ type owner struct {
 func newTestBooks(t testing.TB, symbols ...string) *testBooks {
 	tb := &testBooks{owners: map[string]*owner{}}
 	for _, s := range symbols {
-		o := &owner{b: book.New(s), req: make(chan func(*book.Book), 256)}
-		tb.owners[s] = o
-		tb.wg.Go(func() {
-			for fn := range o.req {
-				fn(o.b)
-			}
-		})
+		tb.add(s)
 	}
 	t.Cleanup(tb.close)
 	return tb
+}
+
+// add creates the book of a new symbol with its owner.
+func (tb *testBooks) add(symbol string) {
+	o := &owner{b: book.New(symbol), req: make(chan func(*book.Book), 256)}
+	tb.mu.Lock()
+	tb.owners[symbol] = o
+	tb.mu.Unlock()
+	tb.wg.Go(func() {
+		for fn := range o.req {
+			fn(o.b)
+		}
+	})
 }
 
 func (tb *testBooks) close() {
