@@ -98,12 +98,18 @@ func (b *Book) ladder(side Side) *ladder {
 }
 
 // Apply applies one event to the book. On error the book is completely
-// unchanged, and the error matches (errors.Is) one of the rejection
-// sentinels: ErrSymbol, ErrStale (ev.Seq <= Seq() once Seq() > 0),
-// ErrBadEvent, ErrModeMismatch, ErrBadSide, ErrNonPositive,
-// ErrUnknownOrder, ErrDuplicateOrder, ErrOverflow or ErrOverfill. Checks
-// happen in that order; in particular an order event on a level-based book
-// is ErrModeMismatch whatever its fields.
+// unchanged (Changes and LastUpdate still describe the last successful
+// Apply), and the error matches (errors.Is) one of the rejection sentinels:
+// ErrSymbol, ErrStale (ev.Seq <= Seq() once Seq() > 0; while Seq() is 0 any
+// Seq is accepted), ErrBadEvent (unknown kind, missing id, a snapshot with a
+// price twice on a side), ErrModeMismatch, ErrBadSide, ErrNonPositive,
+// ErrUnknownOrder, ErrDuplicateOrder, ErrOverflow or ErrOverfill.
+//
+// Checks happen in that order, except that a trade's own fields (trade id,
+// side, price, size) are checked before its maker order: an add, modify,
+// cancel, level or snapshot event on a book of the other mode is
+// ErrModeMismatch whatever its fields, and so is a trade with a maker order
+// id on a level-based book.
 //
 // Apply keeps no reference to ev; it copies the order id of an add. A
 // modify keeps the order's time priority. A trade's maker fill is not
@@ -234,6 +240,10 @@ func (b *Book) applyAdd(ev *Event) error {
 	return nil
 }
 
+// maxFreeOrders bounds the reusable order structs a book keeps, so that a
+// burst of orders does not pin its memory for ever.
+const maxFreeOrders = 4096
+
 func (b *Book) newOrder() *order {
 	if n := len(b.free); n > 0 {
 		o := b.free[n-1]
@@ -319,7 +329,9 @@ func (b *Book) reduce(o *order, l *ladder, i int, by Num) {
 	}
 	delete(b.orders, o.id)
 	*o = order{}
-	b.free = append(b.free, o)
+	if len(b.free) < maxFreeOrders {
+		b.free = append(b.free, o)
+	}
 	if lv.head == nil {
 		l.remove(i, &b.changes)
 	} else {

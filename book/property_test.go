@@ -10,7 +10,7 @@ import (
 // books and reference models; the race detector makes each one far slower.
 func propertyEvents() int {
 	if raceEnabled {
-		return 25_000
+		return 20_000
 	}
 	return 120_000
 }
