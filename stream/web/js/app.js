@@ -154,8 +154,14 @@ function onAck(msg) {
   const op = S.ops.get(msg.id);
   S.ops.delete(msg.id);
   if (msg.resumed) Object.assign(pub.resumed, msg.resumed);
-  if (op && op.channel === 'book' && op.op === 'subscribe' && msg.resumed && msg.resumed[S.symbol] === 'snapshot' && S.book) {
-    S.pending = { since: performance.now(), mode: 'snapshot' }; // a snapshot follows
+  // An exact resume continues the stream from the verified book held: it is
+  // good as it is, whether or not anything was missed. ("snapshot": the
+  // snapshot that follows ends the resync.)
+  const book = S.book;
+  if (op && op.op === 'subscribe' && op.channel === 'book' && book && op.symbols[0] === book.symbol &&
+      msg.resumed && msg.resumed[book.symbol] === 'exact' && book.seq > 0) {
+    S.pending = null;
+    setChecksum('ok');
   }
 }
 
