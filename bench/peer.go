@@ -9,22 +9,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/marketd/marketd/book"
 	"github.com/marketd/marketd/feed"
 )
 
-// Peer defaults.
-const (
-	peerFetchWait    = 100 * time.Millisecond // kafka-go MaxWait: how long an empty fetch waits
-	peerMaxBytes     = 10 << 20               // kafka-go MaxBytes per fetch
-	peerDefaultDepth = 50
-)
+// peerDefaultDepth is the book depth of a subscription that names none.
+const peerDefaultDepth = 50
 
 // PeerConfig configures a Peer. Zero values mean the defaults.
 type PeerConfig struct {
@@ -46,10 +42,10 @@ type PeerConfig struct {
 }
 
 // Peer is the comparison server: what a user would write instead of
-// marketd with the same libraries and no design effort. It reads the topic
-// with one kafka-go Reader per partition, decodes with feed's decoder and
-// applies to book.Books under one hub mutex, and hands every update to
-// every subscriber's own goroutine through an unbounded queue; that
+// marketd with the same libraries and no design effort. It ingests exactly
+// as marketd does (feed.Ingester, whose book.Sink it is), so that a
+// comparison measures the fan-out alone; under one hub mutex it hands every
+// update to every subscriber's own goroutine through an unbounded queue; that
 // goroutine encodes JSON per client with encoding/json and writes each
 // message with gws's WriteMessage (one frame, one syscall and, with
 // compression, one deflate per message per client). It speaks the subset of
@@ -57,21 +53,22 @@ type PeerConfig struct {
 // and trades, "*" included; interval raw only), unsubscribe, ping; ack,
 // error, snapshot, update, ticker, trade, pong.
 //
-// Ownership: the hub's books and subscriber sets are guarded by mu; each
-// client's queue by its own mutex and drained by its writer goroutine only.
-// Close stops the readers, the HTTP server and every client goroutine and
-// waits for them.
+// Ownership: the books belong to the ingester's partition goroutines
+// (snapshots are taken through Ingester.Do); the subscriber sets are
+// guarded by mu; each client's queue by its own mutex, drained by its writer
+// goroutine only. Close stops the ingester, the HTTP server and every client
+// goroutine and waits for them.
 type Peer struct {
 	cfg      PeerConfig
 	log      *slog.Logger
 	broker   *feed.Broker
 	brokers  []string
+	ingester *feed.Ingester
 	upgrader *gws.Upgrader
 	srv      *http.Server
 	ln       net.Listener
 
-	mu    sync.Mutex
-	books map[string]*book.Book
+	mu sync.Mutex
 	// subs[channel][symbol] is the set of subscribers of a stream; the
 	// symbol "*" holds the wildcard subscribers of ticker and trades.
 	subs    [numChannels]map[string]map[*peerClient]int // value: depth view index (book)
@@ -98,7 +95,7 @@ func NewPeer(ctx context.Context, cfg PeerConfig, ln net.Listener) (*Peer, error
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	p := &Peer{cfg: cfg, log: log, brokers: cfg.Brokers, ln: ln, books: make(map[string]*book.Book), clients: make(map[*peerClient]struct{})}
+	p := &Peer{cfg: cfg, log: log, brokers: cfg.Brokers, ln: ln, clients: make(map[*peerClient]struct{})}
 	for i := range p.subs {
 		p.subs[i] = make(map[string]map[*peerClient]int)
 	}
@@ -109,19 +106,19 @@ func NewPeer(ctx context.Context, cfg PeerConfig, ln net.Listener) (*Peer, error
 		}
 		p.broker, p.brokers = b, []string{b.Addr()}
 	}
-	client := &kafka.Client{Addr: kafka.TCP(p.brokers...), Timeout: 10 * time.Second}
-	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{cfg.Topic}})
-	if err == nil && (len(md.Topics) != 1 || md.Topics[0].Error != nil) {
-		err = fmt.Errorf("topic %q not found", cfg.Topic)
-	}
+	in, err := feed.New(feed.Config{Brokers: p.brokers, Topic: cfg.Topic, Sink: book.SinkFunc(p.publish), Logger: log})
 	if err != nil {
 		p.closeBroker()
-		return nil, fmt.Errorf("peer: metadata: %w", err)
+		return nil, fmt.Errorf("peer: %w", err)
 	}
+	p.ingester = in
 
 	opt := &gws.ServerOption{ReadMaxPayloadSize: 64 << 10}
 	if cfg.Compression {
-		opt.PermessageDeflate = gws.PermessageDeflate{Enabled: true}
+		// Threshold 1: compress every message, as gorilla/websocket's
+		// EnableCompression does (gws's default skips those under 512 B,
+		// which is every book delta).
+		opt.PermessageDeflate = gws.PermessageDeflate{Enabled: true, Threshold: 1}
 	}
 	p.upgrader = gws.NewUpgrader(&peerHandler{p: p}, opt)
 	mux := http.NewServeMux()
@@ -130,9 +127,11 @@ func NewPeer(ctx context.Context, cfg PeerConfig, ln net.Listener) (*Peer, error
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
-	for _, part := range md.Topics[0].Partitions {
-		p.wg.Go(func() { p.read(runCtx, part.ID) })
-	}
+	p.wg.Go(func() {
+		if err := in.Run(runCtx); err != nil {
+			p.log.Error("peer: ingest", "err", err)
+		}
+	})
 	p.wg.Go(func() {
 		if err := p.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("peer: serve", "err", err)
@@ -169,45 +168,11 @@ func (p *Peer) closeBroker() {
 	}
 }
 
-// read applies one partition's records to the books and fans them out.
-func (p *Peer) read(ctx context.Context, partition int) {
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: p.brokers, Topic: p.cfg.Topic, Partition: partition,
-		MinBytes: 1, MaxBytes: peerMaxBytes, MaxWait: peerFetchWait,
-	})
-	defer r.Close()
-	var dec feed.Decoder
-	var ev book.Event
-	for {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				p.log.Error("peer: read", "partition", partition, "err", err)
-			}
-			return
-		}
-		if err := dec.Decode(m.Key, m.Value, m.Time, m.Offset, &ev); err != nil {
-			p.log.Warn("peer: skip record", "partition", partition, "offset", m.Offset, "err", err)
-			continue
-		}
-		p.apply(&ev)
-	}
-}
-
-// apply applies ev and hands the update to every subscriber's queue.
-func (p *Peer) apply(ev *book.Event) {
+// publish hands the update to every subscriber's queue. The ingester calls
+// it from the apply loop of the symbol's partition.
+func (p *Peer) publish(u *book.Update) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	b := p.books[ev.Symbol]
-	if b == nil {
-		b = book.New(ev.Symbol)
-		p.books[ev.Symbol] = b
-	}
-	if err := b.Apply(ev); err != nil {
-		p.log.Warn("peer: reject event", "symbol", ev.Symbol, "seq", ev.Seq, "err", err)
-		return
-	}
-	u := b.LastUpdate()
 	if len(u.Changes) > 0 {
 		for c, view := range p.subs[chBook][u.Symbol] {
 			c.push(peerItem{kind: itemUpdate, ch: chBook, view: view, u: u})
@@ -312,9 +277,10 @@ func (h *peerHandler) OnMessage(conn *gws.Conn, message *gws.Message) {
 	}
 }
 
-// subscribe registers (or removes) c's subscriptions and, for book, queues
-// the snapshots, all under the hub lock so that no update slips between a
-// snapshot and the stream that follows it.
+// subscribe registers (or removes) c's subscriptions. A book or ticker
+// subscription is registered on the goroutine that owns the symbol's book
+// (Ingester.Do), right after its snapshot is taken, so that no update slips
+// between the snapshot and the stream that follows it.
 func (p *Peer) subscribe(c *peerClient, op *clientOp) {
 	fail := func(code, msg string) {
 		c.push(peerItem{kind: itemControl, msg: errorMsg{Type: "error", ID: op.ID, Code: code, Message: msg}})
@@ -333,33 +299,46 @@ func (p *Peer) subscribe(c *peerClient, op *clientOp) {
 		fail("bad_request", "bad depth, symbols or interval (the peer serves raw only)")
 		return
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	known := p.ingester.Symbols()
 	for _, s := range op.Symbols {
-		if s == "*" && ch == chBook || s != "*" && p.books[s] == nil {
+		if _, found := slices.BinarySearch(known, s); s == "*" && ch == chBook || s != "*" && !found {
 			fail("unknown_symbol", "unknown symbol "+s)
 			return
 		}
 	}
 	c.push(peerItem{kind: itemControl, msg: ackMsg{Type: "ack", ID: op.ID, Op: op.Op, Channel: op.Channel, Symbols: op.Symbols}})
-	for _, s := range op.Symbols {
+	register := func(s string) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		set := p.subs[ch][s]
 		if op.Op == "unsubscribe" {
 			delete(set, c)
-			continue
+			return
 		}
 		if set == nil {
 			set = make(map[*peerClient]int)
 			p.subs[ch][s] = set
 		}
 		set[c] = view
-		switch {
-		case ch == chBook:
-			snap := p.books[s].Snapshot(depth)
-			c.push(peerItem{kind: itemSnapshot, snap: &snap})
-		case ch == chTicker && s != "*":
-			t := p.books[s].Ticker()
-			c.push(peerItem{kind: itemUpdate, ch: chTicker, u: &book.Update{Symbol: s, Seq: t.Seq, TS: t.TS, Ticker: &t}})
+	}
+	for _, s := range op.Symbols {
+		if s == "*" || op.Op == "unsubscribe" || ch == chTrades {
+			register(s)
+			continue
+		}
+		err := p.ingester.Do(context.Background(), s, func(b *book.Book) {
+			if ch == chBook {
+				snap := b.Snapshot(depth)
+				c.push(peerItem{kind: itemSnapshot, snap: &snap})
+			} else {
+				t := b.Ticker()
+				c.push(peerItem{kind: itemUpdate, ch: chTicker, u: &book.Update{Symbol: s, Seq: t.Seq, TS: t.TS, Ticker: &t}})
+			}
+			register(s)
+		})
+		if err != nil {
+			fail("unknown_symbol", err.Error())
+			return
 		}
 	}
 }

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # 10,000 clients need 10,000+ descriptors on each side.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 25000 ]; then
-  echo "run.sh: open-file limit $(ulimit -n) is below 25000: the 10k scenarios may fail" >&2
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 11000 ]; then
+  echo "run.sh: open-file limit $(ulimit -n) is below 11000: the 10k scenarios may fail" >&2
 fi
 exec go run ./bench/cmd/suite "$@"

@@ -1,0 +1,164 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketd/marketd/book"
+	"github.com/marketd/marketd/feed"
+	"github.com/marketd/marketd/stream"
+)
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// startMarketd runs marketd's ingest and WebSocket server in-process, wired
+// as cmd/marketd wires them, reading brokers; it returns the WebSocket URL.
+func startMarketd(t *testing.T, brokers []string) string {
+	t.Helper()
+	var hub book.Sink
+	in, err := feed.New(feed.Config{Brokers: brokers, Sink: book.SinkFunc(func(u *book.Update) { hub.Publish(u) }), Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := stream.NewServer(stream.Config{Books: in, Ready: in.Ready, Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub = srv.Hub()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = in.Run(ctx) })
+	wg.Go(func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = hs.Shutdown(sctx)
+		_ = srv.Shutdown(sctx)
+		cancel()
+		wg.Wait()
+	})
+	return "ws://" + ln.Addr().String() + "/v1/ws"
+}
+
+func startPeer(t *testing.T, brokers []string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPeer(context.Background(), PeerConfig{Brokers: brokers, Compression: true, Logger: discard}, ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return "ws://" + ln.Addr().String() + "/v1/ws"
+}
+
+// TestSmoke runs the load generator for a few seconds against marketd and
+// against the peer, both in-process on loopback with an embedded broker,
+// and checks that the numbers are sane — not that they are fast.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("smoke run takes ~15 s")
+	}
+	tests := []struct {
+		name     string
+		start    func(*testing.T, []string) string
+		compress bool
+	}{
+		{"marketd", startMarketd, false},
+		{"marketd deflate", startMarketd, true},
+		{"peer deflate", startPeer, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			b, err := feed.StartBroker(ctx, feed.BrokerConfig{Addr: "127.0.0.1:0"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			brokers := []string{b.Addr()}
+			url := tt.start(t, brokers)
+			var log strings.Builder
+			res, err := Run(ctx, Config{
+				URL: url, Brokers: brokers, Clients: 60, Symbols: 3, Hot: 0.5, Rate: 300,
+				Mix:      "book:@1:10; 1x ticker:@1; 1x book:@1:1+trades:@2",
+				Duration: 2 * time.Second, Warmup: 500 * time.Millisecond, Compress: tt.compress,
+				ServerPID: os.Getpid(), Log: &log,
+			})
+			if err != nil {
+				t.Fatalf("run: %v\n%s", err, log.String())
+			}
+			var table strings.Builder
+			_ = res.WriteTable(&table)
+			t.Logf("\n%s", table.String())
+			checkSane(t, res)
+		})
+	}
+}
+
+func checkSane(t *testing.T, r *Result) {
+	t.Helper()
+	if r.Connected != r.Clients || r.Ready != r.Clients {
+		t.Errorf("%d clients, %d connected, %d subscribed", r.Clients, r.Connected, r.Ready)
+	}
+	if r.ProducedPerSec <= 0 || r.Deliveries <= 0 || r.DeliveriesPerSec <= 0 {
+		t.Errorf("produced %.0f/s, delivered %d (%.0f/s)", r.ProducedPerSec, r.Deliveries, r.DeliveriesPerSec)
+	}
+	l := r.Latency
+	if l.Count <= 0 || l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.P999 || l.P999 > l.Max {
+		t.Errorf("latency percentiles not positive and ordered: %+v", l)
+	}
+	if r.Gaps != 0 || r.Errors != 0 || r.Unreadable != 0 || len(r.CloseCodes) != 0 {
+		t.Errorf("gaps %d, errors %d, unreadable %d, closes %v", r.Gaps, r.Errors, r.Unreadable, r.CloseCodes)
+	}
+	if r.PayloadBytes <= 0 || r.WireBytes <= 0 || r.PayloadPerMsg < 50 {
+		t.Errorf("payload %d B (%.1f B/msg), wire %d B", r.PayloadBytes, r.PayloadPerMsg, r.WireBytes)
+	}
+	if r.Compress && r.WireBytes >= r.PayloadBytes {
+		t.Errorf("compressed run: wire %d B not below payload %d B", r.WireBytes, r.PayloadBytes)
+	}
+	if s := r.Server; s == nil || s.CPU <= 0 || s.RSSConnected <= 0 || s.CPUPerMillion <= 0 {
+		t.Errorf("server stats missing: %+v", s)
+	}
+}
+
+func TestCeiling(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ServeCeiling(ln)
+	defer s.Close()
+	r, err := MeasureCeiling(context.Background(), CeilingConfig{Addr: ln.Addr().String(), Conns: 4, Size: 100, Batch: 3, Duration: 300 * time.Millisecond, ServerPID: os.Getpid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.MsgsPerSec <= 0 || math.Abs(r.BytesPerSec/r.MsgsPerSec-100) > 1e-6 || r.WritesPerSec <= 0 {
+		t.Errorf("ceiling result: %+v", r)
+	}
+	if _, err := MeasureCeiling(context.Background(), CeilingConfig{Addr: ln.Addr().String(), Size: 1 << 20, Batch: 2}); err == nil {
+		t.Error("oversized batch accepted")
+	}
+}
