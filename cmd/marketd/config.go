@@ -1,0 +1,206 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of the command line (protocol.md §5 fixes the first five).
+const (
+	defaultListen       = ":8080"
+	defaultEmbeddedAddr = "127.0.0.1:9092"
+	defaultTopic        = "market.events"
+	defaultPartitions   = 4
+	defaultSimRate      = 200
+	defaultShutdown     = 10 * time.Second
+	envPrefix           = "MARKETD_"
+)
+
+// config is everything the command line and the environment set.
+type config struct {
+	Listen       string
+	Brokers      []string
+	EmbeddedAddr string
+	Topic        string
+	DLQTopic     string
+	Partitions   []int // partitions this instance reads; nil = all
+	NumParts     int   // partitions of the embedded broker's topics
+	EmbeddedDir  string
+
+	Simulate    bool
+	simulateSet bool
+	SimRate     int
+	SimSeed     int64
+
+	AdminListen string // pprof; empty = off
+	LogFormat   string // json or text
+	LogLevel    string
+
+	PingInterval    time.Duration
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	QueueSoft       int
+	QueueHard       int
+	RingSize        int
+	MaxSubs         int
+	ShutdownTimeout time.Duration
+}
+
+// errHelp is returned by parseConfig when -h was asked for.
+var errHelp = flag.ErrHelp
+
+// envName returns the environment variable that overrides a flag:
+// MARKETD_ and the flag's name in upper case with '-' as '_'.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads flags from args, each overridable by its MARKETD_<NAME>
+// environment variable (the command line wins over the environment).
+func parseConfig(name string, args []string, getenv func(string) string, usageOut io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	var brokers, partitions string
+	fs.StringVar(&c.Listen, "listen", defaultListen, "HTTP and WebSocket `address`")
+	fs.StringVar(&brokers, "brokers", "", "Kafka bootstrap `brokers`, comma-separated; empty starts the embedded broker")
+	fs.StringVar(&c.EmbeddedAddr, "embedded-addr", defaultEmbeddedAddr, "`address` the embedded Kafka broker listens on")
+	fs.StringVar(&c.EmbeddedDir, "embedded-dir", "", "`directory` where the embedded broker keeps its log across restarts (empty = memory only)")
+	fs.StringVar(&c.Topic, "topic", defaultTopic, "input `topic`")
+	fs.StringVar(&c.DLQTopic, "dlq-topic", "", "dead-letter `topic` for bad records (default <topic>.dlq)")
+	fs.StringVar(&partitions, "partitions", "", "comma-separated `list` of partitions this instance reads (default all)")
+	fs.IntVar(&c.NumParts, "embedded-partitions", defaultPartitions, "`number` of partitions of the embedded broker's topics")
+	fs.Func("simulate", "run the market simulator (default true with the embedded broker, else false)", func(s string) error {
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		c.Simulate, c.simulateSet = v, true
+		return nil
+	})
+	// -simulate is a boolean flag: "-simulate" alone means true.
+	fs.Lookup("simulate").Value = boolFunc{fs.Lookup("simulate").Value}
+	fs.IntVar(&c.SimRate, "sim-rate", defaultSimRate, "simulator `records` per second")
+	fs.Int64Var(&c.SimSeed, "sim-seed", 0, "simulator random `seed` (0 = from the clock)")
+	fs.StringVar(&c.AdminListen, "admin-listen", "", "`address` for /debug/pprof (empty = off)")
+	fs.StringVar(&c.LogFormat, "log-format", "json", "log `format`: json or text")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "WebSocket ping `interval`")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", 60*time.Second, "close a WebSocket from which nothing arrived for this `long`")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "close a WebSocket whose socket accepts nothing for this `long`")
+	fs.IntVar(&c.QueueSoft, "queue-soft", 256<<10, "per-client queued `bytes` past which book and ticker streams are conflated")
+	fs.IntVar(&c.QueueHard, "queue-hard", 4<<20, "per-client queued `bytes` past which the client is closed with 4008")
+	fs.IntVar(&c.RingSize, "ring-size", 1024, "recent `messages` kept per stream for resume")
+	fs.IntVar(&c.MaxSubs, "max-subscriptions", 1024, "symbol-channel subscriptions per connection")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdown, "how `long` a graceful shutdown may take")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n", name)
+		fmt.Fprintf(fs.Output(), "marketd streams market data from Kafka to WebSocket clients. With no flags it\n")
+		fmt.Fprintf(fs.Output(), "starts an embedded Kafka broker, the market simulator and the live page on %s.\n", defaultListen)
+		fmt.Fprintf(fs.Output(), "Every flag can also be set by the environment variable %s<NAME>\n", envPrefix)
+		fmt.Fprintf(fs.Output(), "(e.g. -embedded-addr as %s); the command line wins.\n\nFlags:\n", envName("embedded-addr"))
+		fs.PrintDefaults()
+	}
+
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("invalid value %q for %s: %v", v, envName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.Brokers = splitList(brokers)
+	if !c.simulateSet {
+		c.Simulate = len(c.Brokers) == 0
+	}
+	for _, p := range splitList(partitions) {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("invalid partition %q in -partitions", p)
+		}
+		c.Partitions = append(c.Partitions, n)
+	}
+	return c, c.validate()
+}
+
+// validate checks values and combinations the flag package cannot.
+func (c *config) validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("invalid -listen %q: %v", c.Listen, err)
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			return fmt.Errorf("invalid -admin-listen %q: %v", c.AdminListen, err)
+		}
+	}
+	if len(c.Brokers) == 0 {
+		if _, _, err := net.SplitHostPort(c.EmbeddedAddr); err != nil {
+			return fmt.Errorf("invalid -embedded-addr %q: %v", c.EmbeddedAddr, err)
+		}
+	}
+	for _, b := range c.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return fmt.Errorf("invalid broker %q in -brokers: %v", b, err)
+		}
+	}
+	switch {
+	case c.Topic == "":
+		return errors.New("-topic must not be empty")
+	case c.NumParts < 1:
+		return errors.New("-embedded-partitions must be at least 1")
+	case c.SimRate < 1:
+		return errors.New("-sim-rate must be at least 1")
+	case c.LogFormat != "json" && c.LogFormat != "text":
+		return fmt.Errorf("invalid -log-format %q: want json or text", c.LogFormat)
+	case c.PingInterval <= 0 || c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.ShutdownTimeout <= 0:
+		return errors.New("-ping-interval, -read-timeout, -write-timeout and -shutdown-timeout must be positive")
+	case c.ReadTimeout <= c.PingInterval:
+		return errors.New("-read-timeout must be longer than -ping-interval")
+	case c.QueueSoft <= 0 || c.QueueHard <= c.QueueSoft:
+		return errors.New("-queue-hard must be larger than -queue-soft, both positive")
+	case c.RingSize < 1 || c.MaxSubs < 1:
+		return errors.New("-ring-size and -max-subscriptions must be at least 1")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.DLQTopic == "" {
+		c.DLQTopic = c.Topic + ".dlq"
+	}
+	return nil
+}
+
+// boolFunc marks a flag.Func flag as boolean, so "-simulate" alone is true.
+type boolFunc struct{ flag.Value }
+
+func (boolFunc) IsBoolFlag() bool { return true }
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// getenvOS is os.Getenv; tests pass their own.
+var getenvOS = os.Getenv
