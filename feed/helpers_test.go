@@ -329,6 +329,10 @@ func atoi(t testing.TB, s string) int64 {
 
 // updateLog is a Sink that checks and counts what it is given.
 type updateLog struct {
+	// pace, when set, makes Publish sleep 1ms every pace updates: a slow
+	// consumer of updates, so that a test can act while ingest is under way.
+	pace int
+
 	mu      sync.Mutex
 	n       int
 	lastSeq map[string]uint64
@@ -345,6 +349,9 @@ func (l *updateLog) Publish(u *book.Update) {
 		l.errs = append(l.errs, fmt.Sprintf("%s: seq %d after %d", u.Symbol, u.Seq, l.lastSeq[u.Symbol]))
 	}
 	l.lastSeq[u.Symbol] = u.Seq
+	if l.pace > 0 && l.n%l.pace == 0 {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (l *updateLog) check(t testing.TB, n int) {
