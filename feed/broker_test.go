@@ -221,6 +221,9 @@ func TestIngestBrokerRestart(t *testing.T) {
 		}
 		return nil
 	})
+	if err := in.Ready(); err == nil || !strings.Contains(err.Error(), "catching up") {
+		t.Errorf("Ready() = %v during catch-up, want it to say so", err)
+	}
 	b1.Close()
 	if r := in.Stats().Records; r >= n1 {
 		t.Fatalf("the ingester read all %d records before the broker stopped", r)

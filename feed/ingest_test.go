@@ -411,3 +411,22 @@ func TestIngestPartitionSubset(t *testing.T) {
 		t.Errorf("partitions: %+v", s.Partitions)
 	}
 }
+
+func TestRateLimit(t *testing.T) {
+	l := rateLimit{interval: 50 * time.Millisecond}
+	if ok, _ := l.allow(ReasonNotJSON); !ok {
+		t.Fatal("first event held back")
+	}
+	for range 3 {
+		if ok, _ := l.allow(ReasonNotJSON); ok {
+			t.Fatal("event within the interval let through")
+		}
+	}
+	if ok, _ := l.allow(ReasonOverfill); !ok {
+		t.Error("another reason is limited separately")
+	}
+	time.Sleep(60 * time.Millisecond)
+	if ok, suppressed := l.allow(ReasonNotJSON); !ok || suppressed != 3 {
+		t.Errorf("after the interval: %v, %d suppressed; want true, 3", ok, suppressed)
+	}
+}
