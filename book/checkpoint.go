@@ -245,8 +245,8 @@ func decodeCheckpoint(data []byte) (*Book, error) {
 }
 
 func (d *decoder) window(w *window) {
-	if w.hasHead = d.bool("window head flag"); w.hasHead {
-		w.head = d.varint("window head")
+	if d.bool("window head flag") {
+		w.setHead(d.varint("window head"))
 	}
 	n := d.count("bucket count", 7)
 	if d.err == nil && n > 0 && !w.hasHead {

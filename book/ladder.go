@@ -46,9 +46,23 @@ func (l *ladder) find(p Num) (int, bool) {
 			return i + 1, false
 		}
 	}
-	lo, hi := 0, n-nearTop
-	if hi < 0 {
+	hi := n - nearTop // every level from hi up is better than p
+	if hi <= 0 {
 		return 0, false
+	}
+	// Gallop down from the top in doubling steps to bracket p, then bisect:
+	// the cost grows with the rank of p, not with the size of the side.
+	lo, step := 0, nearTop
+	for {
+		if hi-step <= 0 {
+			break
+		}
+		if l.key(lv[hi-step].Price) <= k {
+			lo = hi - step
+			break
+		}
+		hi -= step
+		step *= 2
 	}
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
@@ -62,7 +76,7 @@ func (l *ladder) find(p Num) (int, bool) {
 }
 
 // nearTop is how many levels from the top find scans linearly before it
-// falls back to a binary search.
+// gallops.
 const nearTop = 8
 
 // rank returns the rank of index i: 0 is the best level.

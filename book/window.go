@@ -1,6 +1,7 @@
 package book
 
 import (
+	"math"
 	"math/big"
 	"math/bits"
 
@@ -60,6 +61,7 @@ type bucket struct {
 type window struct {
 	hasHead bool
 	head    int64 // minute of the newest event time
+	headEnd int64 // the first event time after the head minute
 	buf     []bucket
 	start   int
 
@@ -89,11 +91,14 @@ func (w *window) oldest() int64 { return w.head - (WindowBuckets - 1) }
 // the buckets that fall out of the window. It reports whether any trade
 // left the window, which changes the statistics.
 func (w *window) advance(ts int64) bool {
+	if w.hasHead && ts < w.headEnd {
+		return false // the common case: no division
+	}
 	m := minuteOf(ts)
 	if w.hasHead && m <= w.head {
 		return false
 	}
-	w.hasHead, w.head = true, m
+	w.setHead(m)
 	expired := false
 	for w.start < len(w.buf) && w.buf[w.start].minute < w.oldest() {
 		b := &w.buf[w.start]
@@ -108,6 +113,15 @@ func (w *window) advance(ts int64) bool {
 		w.buf, w.start = w.buf[:0], 0
 	}
 	return expired
+}
+
+// setHead sets the head minute.
+func (w *window) setHead(m int64) {
+	w.hasHead, w.head = true, m
+	w.headEnd = (m + 1) * BucketWidth
+	if m >= math.MaxInt64/BucketWidth { // the last minutes of int64 time
+		w.headEnd = math.MaxInt64
+	}
 }
 
 // add records a trade at event time ts. It must follow advance(ts). A trade
