@@ -496,5 +496,20 @@ func (c *checker) roundTrip() error {
 	if err := c.compareState(); err != nil {
 		return fmt.Errorf("restored book: %w", err)
 	}
+	return c.compareOrders()
+}
+
+// compareOrders compares every resting order (side, price, remaining size)
+// with the reference's: a full scan, so the property test runs it only now
+// and then.
+func (c *checker) compareOrders() error {
+	if len(c.b.orders) != len(c.ref.orders) {
+		return fmt.Errorf("%d orders, want %d", len(c.b.orders), len(c.ref.orders))
+	}
+	for id, o := range c.b.orders {
+		if want, ok := c.ref.orders[id]; !ok || (refOrder{o.side, o.price, o.size}) != want || o.id != id {
+			return fmt.Errorf("order %q: %s %s@%s, want %+v", id, o.side, o.size, o.price, want)
+		}
+	}
 	return nil
 }
