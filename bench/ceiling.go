@@ -142,12 +142,17 @@ type CeilingConfig struct {
 
 // CeilingResult is what MeasureCeiling measured over its window.
 type CeilingResult struct {
-	Conns          int     `json:"conns"`
-	Size           int     `json:"size"`
-	Batch          int     `json:"batch"`
-	Window         float64 `json:"window_s"`
+	Conns  int     `json:"conns"`
+	Size   int     `json:"size"`
+	Batch  int     `json:"batch"`
+	Window float64 `json:"window_s"`
+	// MsgsPerSec and BytesPerSec are what the server wrote (wchar of its
+	// /proc/<pid>/io) with ServerPID, else what the client read. The
+	// server side is the right one: with many connections the kernel
+	// buffers megabytes, which a client-side window may drain on top.
 	MsgsPerSec     float64 `json:"msgs_per_s"`
 	BytesPerSec    float64 `json:"bytes_per_s"`
+	ReadPerSec     float64 `json:"client_read_bytes_per_s"`
 	WritesPerSec   float64 `json:"writes_per_s"` // from the server's syscw; 0 without ServerPID
 	ServerCPUShare float64 `json:"server_cpu_share"`
 	ClientCPUShare float64 `json:"client_cpu_share"`
@@ -254,14 +259,16 @@ func MeasureCeiling(ctx context.Context, cfg CeilingConfig) (*CeilingResult, err
 	r := &CeilingResult{
 		Conns: cfg.Conns, Size: cfg.Size, Batch: cfg.Batch, Window: win,
 		BytesPerSec:    float64(b1-b0) / win,
-		MsgsPerSec:     float64(b1-b0) / float64(cfg.Size) / win,
+		ReadPerSec:     float64(b1-b0) / win,
 		ClientCPUShare: sd.CPUShare(),
 	}
 	if cfg.ServerPID != 0 {
 		srv := s1.Sub(s0)
+		r.BytesPerSec = float64(srv.WChar) / win
 		r.WritesPerSec = float64(srv.SyscW) / win
 		r.ServerCPUShare = srv.CPU.Seconds() / win
 	}
+	r.MsgsPerSec = r.BytesPerSec / float64(cfg.Size)
 	return r, nil
 }
 

@@ -64,11 +64,11 @@ func TestParseProc(t *testing.T) {
 	if err != nil || rss != 2048<<10 {
 		t.Errorf("rss = %d, %v", rss, err)
 	}
-	w, r, err := parseIO([]byte("rchar: 1\nwchar: 2\nsyscr: 30\nsyscw: 40\nread_bytes: 0\n"))
-	if err != nil || w != 40 || r != 30 {
-		t.Errorf("io = %d %d %v", w, r, err)
+	w, r, wc, err := parseIO([]byte("rchar: 1\nwchar: 2\nsyscr: 30\nsyscw: 40\nread_bytes: 0\n"))
+	if err != nil || w != 40 || r != 30 || wc != 2 {
+		t.Errorf("io = %d %d %d %v", w, r, wc, err)
 	}
-	if _, _, err := parseIO([]byte("rchar: 1\n")); err == nil {
+	if _, _, _, err := parseIO([]byte("rchar: 1\n")); err == nil {
 		t.Error("io without syscw accepted")
 	}
 	self, err := ReadProc(0)

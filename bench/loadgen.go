@@ -28,6 +28,7 @@ const (
 	closeGrace             = 3 * time.Second        // for the server's close frames at the end
 	probeRetry             = 200 * time.Millisecond
 	saturatedShare         = 0.9 // load generator CPU share above which it may be the bottleneck
+	clientReadBuffer       = 16 << 10
 )
 
 // Config configures one load run. Zero values mean the defaults.
@@ -405,7 +406,9 @@ func dialClient(ctx context.Context, cfg Config, lc *loadClient, c *counters) (*
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", u.Host, err)
 	}
-	opt := &gws.ClientOption{Addr: cfg.URL, HandshakeTimeout: 10 * time.Second}
+	// A 16 KiB read buffer: a server that coalesces sends many frames per
+	// write, and the client should read them in as few syscalls.
+	opt := &gws.ClientOption{Addr: cfg.URL, HandshakeTimeout: 10 * time.Second, ReadBufferSize: clientReadBuffer}
 	if cfg.Compress {
 		// A plain offer: the server chooses context takeover and windows.
 		opt.PermessageDeflate = gws.PermessageDeflate{Enabled: true, ServerContextTakeover: true, ClientContextTakeover: true}

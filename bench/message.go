@@ -89,8 +89,8 @@ func scanMessage(b []byte, m *wireMsg) error {
 		val := b[vs:i]
 		switch string(key) {
 		case "seq", "prev_seq", "ts":
-			n, err := strconv.ParseInt(string(val), 10, 64)
-			if err != nil {
+			n, ok := parseInt(val)
+			if !ok {
 				return errBadMessage
 			}
 			switch string(key) {
@@ -105,6 +105,32 @@ func scanMessage(b []byte, m *wireMsg) error {
 			m.Conflated = string(val) == "true"
 		}
 	}
+}
+
+// parseInt parses a decimal int64 without the generality (and the cost) of
+// strconv: an optional '-' and 1 to 18 digits, which covers every seq and
+// Unix-microsecond ts; longer numbers go to strconv.
+func parseInt(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	d := b
+	if neg {
+		d = b[1:]
+	}
+	if len(d) == 0 || len(d) > 18 {
+		n, err := strconv.ParseInt(string(b), 10, 64)
+		return n, err == nil
+	}
+	var n int64
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
 }
 
 func skipSpace(b []byte, i int) int {

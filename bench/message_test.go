@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 )
 
@@ -36,6 +37,20 @@ func TestScanMessage(t *testing.T) {
 		var m wireMsg
 		if err := scanMessage([]byte(bad), &m); err == nil {
 			t.Errorf("scan %q: no error", bad)
+		}
+	}
+}
+
+func TestParseInt(t *testing.T) {
+	for _, s := range []string{"0", "7", "-7", "1763900000001000", "999999999999999999", "9223372036854775807", "-9223372036854775808"} {
+		want, _ := strconv.ParseInt(s, 10, 64)
+		if got, ok := parseInt([]byte(s)); !ok || got != want {
+			t.Errorf("parseInt(%q) = %d, %v", s, got, ok)
+		}
+	}
+	for _, s := range []string{"", "-", "1x", "+1", "1.5", "9223372036854775808", "--1"} {
+		if _, ok := parseInt([]byte(s)); ok {
+			t.Errorf("parseInt(%q) accepted", s)
 		}
 	}
 }

@@ -25,6 +25,8 @@ type ProcSample struct {
 	SyscW int64
 	// SyscR is the number of read-like system calls made so far.
 	SyscR int64
+	// WChar is the number of bytes passed to write-like system calls so far.
+	WChar int64
 	// HasIO is false when /proc/<pid>/io could not be read (another
 	// user's process without ptrace rights); SyscW and SyscR are then 0.
 	HasIO bool
@@ -52,7 +54,7 @@ func ReadProc(pid int) (ProcSample, error) {
 		return s, fmt.Errorf("parse %s/status: %w", dir, err)
 	}
 	if io, err := os.ReadFile(dir + "/io"); err == nil {
-		s.SyscW, s.SyscR, err = parseIO(io)
+		s.SyscW, s.SyscR, s.WChar, err = parseIO(io)
 		if err != nil {
 			return s, fmt.Errorf("parse %s/io: %w", dir, err)
 		}
@@ -106,8 +108,8 @@ func parseStatusRSS(status []byte) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS line")
 }
 
-// parseIO returns syscw and syscr from the text of /proc/<pid>/io.
-func parseIO(io []byte) (syscw, syscr int64, err error) {
+// parseIO returns syscw, syscr and wchar from the text of /proc/<pid>/io.
+func parseIO(io []byte) (syscw, syscr, wchar int64, err error) {
 	found := 0
 	for line := range bytes.Lines(io) {
 		name, val, ok := bytes.Cut(bytes.TrimSpace(line), []byte(": "))
@@ -120,18 +122,20 @@ func parseIO(io []byte) (syscw, syscr int64, err error) {
 			dst = &syscw
 		case "syscr":
 			dst = &syscr
+		case "wchar":
+			dst = &wchar
 		default:
 			continue
 		}
 		if *dst, err = strconv.ParseInt(string(val), 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", name, err)
+			return 0, 0, 0, fmt.Errorf("%s: %w", name, err)
 		}
 		found++
 	}
-	if found != 2 {
-		return 0, 0, fmt.Errorf("syscw or syscr missing")
+	if found != 3 {
+		return 0, 0, 0, fmt.Errorf("syscw, syscr or wchar missing")
 	}
-	return syscw, syscr, nil
+	return syscw, syscr, wchar, nil
 }
 
 // Sub returns the counters consumed between earlier and s.
@@ -141,6 +145,7 @@ func (s ProcSample) Sub(earlier ProcSample) ProcDelta {
 		CPU:     s.CPU - earlier.CPU,
 		SyscW:   s.SyscW - earlier.SyscW,
 		SyscR:   s.SyscR - earlier.SyscR,
+		WChar:   s.WChar - earlier.WChar,
 	}
 }
 
@@ -150,6 +155,7 @@ type ProcDelta struct {
 	CPU     time.Duration
 	SyscW   int64
 	SyscR   int64
+	WChar   int64
 }
 
 // CPUShare returns the CPU consumed per second of the interval: 1.0 is one
