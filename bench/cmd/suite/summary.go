@@ -67,8 +67,9 @@ func (s *summary) markdown() string {
 	p("Server pinned to CPU 0 with GOMAXPROCS=1, load generator to CPU 1; each run starts a fresh server with its own embedded broker. ")
 	p("Raw JSON of every run: `bench/results/<scenario>-<target>.json` (each holds its exact `loadgen` command).\n\n")
 
-	p("| scenario | clients | records/s | marketd deliveries/s | peer deliveries/s | marketd/peer | marketd p50 / p99 / p99.9 ms | peer p50 / p99 / p99.9 ms | CPU s per M deliveries (marketd / peer) | write syscalls per delivery (marketd / peer) | gaps / notices (marketd) |\n")
-	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	p("*Deliveries/s* is what the clients received; *per core* is deliveries per second of server CPU (deliveries / CPU-seconds), the capacity of one core when the server did not use all of its core; the ratio is marketd/peer of that capacity.\n\n")
+	p("| scenario | clients | records/s | deliveries/s marketd | deliveries/s peer | per core marketd | per core peer | marketd/peer per core | p50 / p99 / p99.9 ms marketd | p50 / p99 / p99.9 ms peer | server CPU marketd / peer | write syscalls per delivery marketd / peer | gaps / notices marketd |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sc := range scenarios {
 		m, pe := s.get(sc.Name, "marketd"), s.get(sc.Name, "peer")
 		if m == nil && pe == nil {
@@ -81,34 +82,35 @@ func (s *summary) markdown() string {
 		lat := func(r *bench.Result) string {
 			return ms(r.Latency.P50) + " / " + ms(r.Latency.P99) + " / " + ms(r.Latency.P999)
 		}
-		cpu := func(r *bench.Result) string {
-			if r.Server == nil {
-				return "–"
-			}
-			return fmt.Sprintf("%.2f", r.Server.CPUPerMillion)
-		}
 		sys := func(r *bench.Result) string {
 			if r.Server == nil {
 				return "–"
 			}
 			return fmt.Sprintf("%.3f", r.Server.SyscWPerDeliv)
 		}
+		perCore := func(r *bench.Result) string { return num(capacity(r)) }
+		share := func(r *bench.Result) string {
+			if r.Server == nil {
+				return "–"
+			}
+			return fmt.Sprintf("%.0f%%", 100*r.Server.CPUShare)
+		}
 		rt := "–"
 		if m != nil && pe != nil {
-			rt = ratio(m.DeliveriesPerSec, pe.DeliveriesPerSec)
+			rt = ratio(capacity(m), capacity(pe))
 		}
 		produced := m
 		if produced == nil {
 			produced = pe
 		}
-		p("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s |\n", sc.Name, sc.Clients, produced.ProducedPerSec,
-			field(m, deliv), field(pe, deliv), rt, field(m, lat), field(pe, lat), field(m, cpu), field(pe, cpu), field(m, sys), field(pe, sys),
+		p("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s |\n", sc.Name, sc.Clients, produced.ProducedPerSec,
+			field(m, deliv), field(pe, deliv), field(m, perCore), field(pe, perCore), rt, field(m, lat), field(pe, lat), field(m, share), field(pe, share), field(m, sys), field(pe, sys),
 			field(m, func(r *bench.Result) string { return fmt.Sprintf("%d / %d", r.Gaps, r.Notices) }))
 	}
 	p("\n")
 
 	p("**Against the ceiling** (raw loopback TCP writes of the same message size from one core; `bench/cmd/ceiling`):\n\n")
-	p("| subscribers | marketd deliveries/s | peer deliveries/s | ceiling, 1 msg per write | ceiling, %d msgs per write | marketd / ceiling(1) | marketd / ceiling(%d) |\n", ceilingBatch, ceilingBatch)
+	p("| subscribers | marketd per core | peer per core | ceiling, 1 msg per write | ceiling, %d msgs per write | marketd / ceiling(1) | marketd / ceiling(%d) |\n", ceilingBatch, ceilingBatch)
 	p("|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, pt := range []struct {
 		name  string
@@ -118,10 +120,10 @@ func (s *summary) markdown() string {
 		c1, cN := s.ceiling(pt.conns, 1), s.ceiling(pt.conns, ceilingBatch)
 		md, pd, v1, vN := math.NaN(), math.NaN(), math.NaN(), math.NaN()
 		if m != nil {
-			md = m.DeliveriesPerSec
+			md = capacity(m)
 		}
 		if pe != nil {
-			pd = pe.DeliveriesPerSec
+			pd = capacity(pe)
 		}
 		if c1 != nil {
 			v1 = c1.MsgsPerSec
@@ -205,6 +207,15 @@ func (s *summary) markdown() string {
 	return b.String()
 }
 
+// capacity returns the deliveries per second of server CPU: what one core
+// would deliver if the server had all of it.
+func capacity(r *bench.Result) float64 {
+	if r == nil || r.Server == nil || r.Server.CPU <= 0 {
+		return math.NaN()
+	}
+	return float64(r.Deliveries) / r.Server.CPU
+}
+
 func num(v float64) string {
 	if math.IsNaN(v) {
 		return "–"
@@ -220,16 +231,20 @@ func (s *suite) plots(sum *summary) error {
 	c = lineChart{title: "Deliveries per second vs subscribers (one server core)", xLabel: "subscribers of one symbol's book deltas",
 		yLabel: "messages delivered per second", logX: true, logY: true}
 	for _, t := range []string{"marketd", "peer"} {
-		sr := series{name: t}
+		sr := series{name: t + " delivered"}
+		cp := series{name: t + " per core-s"}
 		for _, pt := range []struct {
 			name  string
 			conns int
 		}{{"sat-100", 100}, {"sat-1k", 1000}, {"sat-10k", 10000}} {
 			if r := sum.get(pt.name, t); r != nil {
 				sr.x, sr.y = append(sr.x, float64(pt.conns)), append(sr.y, r.DeliveriesPerSec)
+				if v := capacity(r); !math.IsNaN(v) {
+					cp.x, cp.y = append(cp.x, float64(pt.conns)), append(cp.y, v)
+				}
 			}
 		}
-		c.series = append(c.series, sr)
+		c.series = append(c.series, sr, cp)
 	}
 	for _, batch := range []int{1, ceilingBatch} {
 		sr := series{name: fmt.Sprintf("ceiling, %d msg/write", batch), dashed: true}
