@@ -67,7 +67,9 @@ func envName(flagName string) string {
 func parseConfig(name string, args []string, getenv func(string) string, usageOut io.Writer) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(usageOut)
+	// The flag package prints the whole usage on any error; marketd says one
+	// line instead, and prints the usage only when -h asks for it.
+	fs.SetOutput(io.Discard)
 	var brokers, partitions string
 	fs.StringVar(&c.Listen, "listen", defaultListen, "HTTP and WebSocket `address`")
 	fs.StringVar(&brokers, "brokers", "", "Kafka bootstrap `brokers`, comma-separated; empty starts the embedded broker")
@@ -100,14 +102,18 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	fs.IntVar(&c.RingSize, "ring-size", 1024, "recent `messages` kept per stream for resume")
 	fs.IntVar(&c.MaxSubs, "max-subscriptions", 1024, "symbol-channel subscriptions per connection")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdown, "how `long` a graceful shutdown may take")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\n", name)
-		fmt.Fprintf(fs.Output(), "marketd streams market data from Kafka to WebSocket clients. With no flags it\n")
-		fmt.Fprintf(fs.Output(), "starts an embedded Kafka broker, the market simulator and the live page on %s.\n", defaultListen)
-		fmt.Fprintf(fs.Output(), "Every flag can also be set by the environment variable %s<NAME>\n", envPrefix)
-		fmt.Fprintf(fs.Output(), "(e.g. -embedded-addr as %s); the command line wins.\n\nFlags:\n", envName("embedded-addr"))
+	usage := func() {
+		w := usageOut
+		fmt.Fprintf(w, "Usage: %s [flags]\n       %s health [-url URL]\n\n", name, name)
+		fmt.Fprintf(w, "marketd streams market data from Kafka to WebSocket clients. With no flags it\n")
+		fmt.Fprintf(w, "starts an embedded Kafka broker, the market simulator and the live page on %s.\n", defaultListen)
+		fmt.Fprintf(w, "Every flag can also be set by the environment variable %s<NAME>\n", envPrefix)
+		fmt.Fprintf(w, "(e.g. -embedded-addr as %s); the command line wins.\n\nFlags:\n", envName("embedded-addr"))
+		fs.SetOutput(w)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
+	fs.Usage = func() {}
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -121,6 +127,9 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 		return nil, envErr
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage()
+		}
 		return nil, err
 	}
 	if fs.NArg() > 0 {

@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -35,6 +37,9 @@ func main() {
 // graceful shutdown) or on a fatal error. started, when not nil, receives
 // the running service once it is listening (tests use it).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string, started chan<- *service) error {
+	if len(args) > 0 && args[0] == "health" {
+		return runHealth(ctx, args[1:], stderr)
+	}
 	cfg, err := parseConfig("marketd", args, getenv, stderr)
 	if err != nil {
 		return err
@@ -60,6 +65,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		started <- svc
 	}
 	return svc.Wait(ctx)
+}
+
+// runHealth is "marketd health": it exits 0 when the URL (by default the
+// local /readyz) answers 200, for container health checks on images that
+// have no shell or curl.
+func runHealth(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("marketd health", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080/readyz", "`URL` that must answer 200")
+	timeout := fs.Duration("timeout", 3*time.Second, "how `long` to wait for the answer")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("health: %s answered %s: %s", *url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }
 
 // newLogger returns the process logger: JSON lines by default, text on request.

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -40,7 +38,7 @@ func TestLivePage(t *testing.T) {
 	}
 	deadline := time.Now().Add(pageTestBudget)
 
-	svc := startPageService(t)
+	svc := startTestService(t, "-sim-rate", "500")
 	page := startBrowser(t, deadline)
 
 	page.do("open the page", chromedp.EmulateViewport(1600, 1000), chromedp.Navigate(svc.URL("/")))
@@ -115,32 +113,6 @@ func TestLivePage(t *testing.T) {
 	page.screenshot()
 	page.checkNoErrors()
 	t.Logf("page state: %s", page.eval(`marketd`))
-}
-
-// startPageService starts marketd on loopback ports with a fast simulator,
-// and stops it when the test ends.
-func startPageService(t *testing.T) *service {
-	t.Helper()
-	cfg, err := parseConfig("marketd", []string{
-		"-listen", "127.0.0.1:0", "-embedded-addr", "127.0.0.1:0", "-sim-rate", "500",
-	}, func(string) string { return "" }, io.Discard)
-	if err != nil {
-		t.Fatalf("parse config: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	svc, err := startService(ctx, cfg, logger)
-	if err != nil {
-		cancel()
-		t.Fatalf("start service: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := svc.Wait(ctx); err != nil {
-			t.Errorf("service: %v", err)
-		}
-	})
-	return svc
 }
 
 // browserPage is one headless Chromium tab and what the test collected from it.
