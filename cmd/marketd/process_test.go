@@ -147,8 +147,12 @@ func TestProcessGracefulShutdown(t *testing.T) {
 	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","id":1,"channel":"ticker","symbols":["*"]}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, msg, err := ws.Read(ctx); err != nil || !bytes.Contains(msg, []byte(`"type":"ack"`)) {
-		t.Fatalf("first message %q, %v; want the ack", msg, err)
+	for acked := false; !acked; {
+		_, msg, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("waiting for the ack: %v", err)
+		}
+		acked = bytes.Contains(msg, []byte(`"type":"ack"`))
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
