@@ -55,13 +55,13 @@ func (s *CeilingServer) accept() {
 			return
 		}
 		s.conns[c] = struct{}{}
-		s.mu.Unlock()
 		s.wg.Go(func() {
 			s.serve(c)
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
 		})
+		s.mu.Unlock()
 	}
 }
 

@@ -199,14 +199,15 @@ func (p *Peer) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &peerClient{p: p, conn: conn, wake: make(chan struct{}, 1), done: make(chan struct{}), last: make(map[streamKey]uint64)}
 	conn.Session().Store("c", c)
+	// Start the goroutines under mu, so that none starts after Close
+	// marked the peer closed and began to wait.
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed {
-		p.mu.Unlock()
 		_ = conn.NetConn().Close()
 		return
 	}
 	p.clients[c] = struct{}{}
-	p.mu.Unlock()
 	p.wg.Go(c.writeLoop)
 	p.wg.Go(conn.ReadLoop)
 }

@@ -357,6 +357,9 @@ func (p *Producer) send(ctx context.Context, batch [][]kafka.Record) error {
 		if err == nil && res.Error != nil {
 			err = res.Error
 		}
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err() // stopping: not a failure of the broker
+		}
 		if err != nil {
 			p.Errors.Add(1)
 			err = fmt.Errorf("produce %d records to %s/%d: %w", len(recs), p.cfg.Topic, part, err)
