@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/lxzan/gws"
 )
@@ -87,6 +86,8 @@ type loadClient struct {
 	last [numChannels]map[string]*int64
 	msg  wireMsg
 
+	lastRead int64 // when the last bytes were read from the socket, Unix µs (see countingConn)
+
 	pending atomic.Int32  // subscriptions not yet acknowledged
 	closing atomic.Bool   // Run is closing the connection
 	done    chan struct{} // closed when the read loop returned
@@ -127,7 +128,7 @@ func (*loadClient) OnPong(*gws.Conn, []byte) {}
 // OnMessage reads every message of a frame (several may be joined by '\n').
 func (lc *loadClient) OnMessage(_ *gws.Conn, message *gws.Message) {
 	defer message.Close()
-	now := time.Now().UnixMicro()
+	now := lc.lastRead
 	c := lc.c
 	measuring := c.measuring.Load()
 	payload := message.Bytes()

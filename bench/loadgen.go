@@ -413,7 +413,7 @@ func dialClient(ctx context.Context, cfg Config, lc *loadClient, c *counters) (*
 		// A plain offer: the server chooses context takeover and windows.
 		opt.PermessageDeflate = gws.PermessageDeflate{Enabled: true, ServerContextTakeover: true, ClientContextTakeover: true}
 	}
-	conn, _, err := gws.NewClientFromConn(lc, opt, countingConn{Conn: nc, read: &c.wireRead, written: &c.wireWrite})
+	conn, _, err := gws.NewClientFromConn(lc, opt, countingConn{Conn: nc, read: &c.wireRead, written: &c.wireWrite, lastRead: &lc.lastRead})
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("handshake with %s: %w", cfg.URL, err)

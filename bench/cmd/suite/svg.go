@@ -194,11 +194,9 @@ func writeLineChart(path string, c lineChart) error {
 			dash = ` stroke-dasharray="6,4"`
 		}
 		d.f(`<polyline fill="none" stroke="%s" stroke-width="2.5"%s points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
-		{
-			for _, p := range pts {
-				x, y, _ := strings.Cut(p, ",")
-				d.f(`<circle cx="%s" cy="%s" r="3.5" fill="%s"/>`+"\n", x, y, color)
-			}
+		for _, p := range pts {
+			x, y, _ := strings.Cut(p, ",")
+			d.f(`<circle cx="%s" cy="%s" r="3.5" fill="%s"/>`+"\n", x, y, color)
 		}
 		d.legend(i, s.name, color, s.dashed)
 	}
