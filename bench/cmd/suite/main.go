@@ -73,6 +73,7 @@ var scenarios = []scenario{
 	{Name: "sat-100", Desc: "100 subscribers of one symbol's book deltas (depth 10), offered ~1.2M deliveries/s", Clients: 100, Mix: "book:@1:10", Symbols: 1, Rate: 13000},
 	{Name: "sat-1k", Desc: "1,000 subscribers of one symbol's book deltas, offered ~1.2M deliveries/s", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 1300},
 	{Name: "sat-10k", Desc: "10,000 subscribers of one symbol's book deltas, offered ~1.2M deliveries/s", Clients: 10000, Mix: "book:@1:10", Symbols: 1, Rate: 130},
+	{Name: "lat-1k-30", Desc: "1,000 subscribers of one book at 30 records/s (~28k deliveries/s): latency", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 30},
 	{Name: "lat-1k-100", Desc: "1,000 subscribers of one book at 100 records/s (~100k deliveries/s): latency", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 100},
 	{Name: "lat-1k-300", Desc: "1,000 subscribers of one book at 300 records/s (~300k deliveries/s): latency", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 300},
 	{Name: "ticker-10k", Desc: "10,000 clients over 50 symbols, one ticker each, 2,000 records/s", Clients: 10000, Mix: "ticker:@1", Symbols: 50, Rate: 2000},

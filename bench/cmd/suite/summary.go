@@ -265,7 +265,7 @@ func (s *suite) plots(sum *summary) error {
 	for _, t := range []string{"marketd", "peer"} {
 		for _, q := range []string{"p50", "p99", "p99.9"} {
 			sr := series{name: t + " " + q, dashed: t == "peer"}
-			for _, sc := range []string{"lat-1k-100", "lat-1k-300", "sat-1k"} {
+			for _, sc := range []string{"lat-1k-30", "lat-1k-100", "lat-1k-300", "sat-1k"} {
 				r := sum.get(sc, t)
 				if r == nil || r.Latency.Count == 0 {
 					continue
