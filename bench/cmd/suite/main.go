@@ -90,6 +90,7 @@ const ceilingBatch = 16
 
 type suite struct {
 	root, bin, out, img, doc string
+	rev, commit              string // -rev, and the commit it resolved to
 	window                   time.Duration
 	targets                  []string
 	log                      *os.File
@@ -106,6 +107,7 @@ func main() {
 	flag.StringVar(&only, "only", "", "comma-separated scenario `names` to run (default all)")
 	flag.StringVar(&targets, "targets", "marketd,peer", "comma-separated targets")
 	flag.BoolVar(&noCeiling, "no-ceiling", false, "skip the ceiling runs")
+	flag.StringVar(&s.rev, "rev", "", "build the binaries from this git `revision` (e.g. HEAD) instead of the work tree")
 	flag.Parse()
 	s.targets = strings.Split(targets, ",")
 
@@ -155,8 +157,28 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 	if slices.Contains(s.targets, "marketd") {
 		pkgs = append(pkgs, "./cmd/marketd")
 	}
+	src := s.root
+	if s.rev != "" {
+		// Build a clean export of the revision: the figures then belong to
+		// a commit, whatever is being edited in the work tree.
+		c, err := exec.Command("git", "-C", s.root, "rev-parse", "--verify", s.rev+"^{commit}").Output()
+		if err != nil {
+			return fmt.Errorf("resolve -rev %s: %w", s.rev, err)
+		}
+		s.commit = strings.TrimSpace(string(c))
+		src = filepath.Join(s.bin, "src")
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return err
+		}
+		export := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive --format=tar "$2" | tar -x -C "$3"`, "sh", s.root, s.commit, src)
+		export.Stderr = os.Stderr
+		if err := export.Run(); err != nil {
+			return fmt.Errorf("export %s: %w", s.commit, err)
+		}
+		s.logf("building commit %s", s.commit)
+	}
 	build := exec.CommandContext(ctx, "go", append([]string{"build", "-o", s.bin + "/"}, pkgs...)...)
-	build.Dir, build.Stdout, build.Stderr = s.root, os.Stderr, os.Stderr
+	build.Dir, build.Stdout, build.Stderr = src, os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build: %w", err)
 	}
@@ -194,7 +216,7 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 	sum := summary{
 		Started: started.UTC(), Duration: time.Since(started).Seconds(), LoadBefore: load0, LoadAfter: loadAvg(),
 		Command: "go run ./bench/cmd/suite " + strings.Join(os.Args[1:], " "), Results: results, Ceilings: ceilings,
-		GoVersion: runtime.Version(), CPU: cpuModel(),
+		GoVersion: runtime.Version(), CPU: cpuModel(), Commit: s.commit,
 	}
 	js, _ := json.MarshalIndent(sum, "", "  ")
 	if err := os.WriteFile(filepath.Join(s.out, "summary.json"), append(js, '\n'), 0o644); err != nil {

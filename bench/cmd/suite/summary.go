@@ -16,6 +16,7 @@ type summary struct {
 	Duration   float64                `json:"duration_s"`
 	Command    string                 `json:"command"`
 	GoVersion  string                 `json:"go_version"`
+	Commit     string                 `json:"commit,omitempty"` // the binaries' commit (-rev); empty: the work tree
 	CPU        string                 `json:"cpu"`
 	LoadBefore string                 `json:"loadavg_before"`
 	LoadAfter  string                 `json:"loadavg_after"`
@@ -62,9 +63,13 @@ func field(r *bench.Result, f func(*bench.Result) string) string {
 func (s *summary) markdown() string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	p("Generated %s by `%s` in %.0f s (%s, %s, 2 cores; load average before %s, after %s).\n",
-		s.Started.Format("2006-01-02 15:04 UTC"), strings.TrimSpace(s.Command), s.Duration, s.CPU, s.GoVersion, s.LoadBefore, s.LoadAfter)
-	p("Server pinned to CPU 0 with GOMAXPROCS=1, load generator to CPU 1; each run starts a fresh server with its own embedded broker. ")
+	built := "the work tree"
+	if s.Commit != "" {
+		built = "commit " + s.Commit[:min(12, len(s.Commit))]
+	}
+	p("Generated %s by `%s` in %.0f s from %s (%s, %s, 2 cores; load average before %s, after %s).\n",
+		s.Started.Format("2006-01-02 15:04 UTC"), strings.TrimSpace(s.Command), s.Duration, built, s.CPU, s.GoVersion, s.LoadBefore, s.LoadAfter)
+	p("Server pinned to CPU 0 with GOMAXPROCS=1; load generator and a fresh broker per run on CPU 1. ")
 	p("Raw JSON of every run: `bench/results/<scenario>-<target>.json` (each holds its exact `loadgen` command).\n\n")
 
 	p("*Deliveries/s* is what the clients received; *per core* is deliveries per second of server CPU (deliveries / CPU-seconds), the capacity of one core when the server did not use all of its core; the ratio is marketd/peer of that capacity.\n\n")
