@@ -139,6 +139,7 @@ type client struct {
 	lastSeq uint64 // seq of the last message applied to book
 	nextID  int
 	subID   string // id of the last subscribe sent, as JSON
+	pending bool   // that subscribe has no ack yet
 	damaged bool   // -corrupt-after has been done
 	stats   stats
 }
@@ -235,6 +236,7 @@ func (c *client) session(ctx context.Context) (connected bool, err error) {
 func (c *client) subscribe(ctx context.Context, conn *websocket.Conn, resume map[string]uint64) error {
 	c.nextID++
 	c.subID = fmt.Sprint(c.nextID)
+	c.pending = true
 	req := map[string]any{
 		"op": "subscribe", "id": c.nextID, "channel": "book",
 		"symbols": []string{c.cfg.symbol}, "depth": c.cfg.depth, "interval": "raw",
@@ -303,7 +305,7 @@ func (c *client) handle(ctx context.Context, conn *websocket.Conn, m *message) e
 		}
 		c.stats.verified++
 		c.printTop("update")
-		if c.cfg.updates > 0 && c.stats.verified >= c.cfg.updates {
+		if c.done() {
 			return errDone
 		}
 		if c.cfg.corruptAfter > 0 && !c.damaged && c.stats.verified >= c.cfg.corruptAfter {
@@ -311,6 +313,10 @@ func (c *client) handle(ctx context.Context, conn *websocket.Conn, m *message) e
 			c.corrupt()
 		}
 	case "ack":
+		if string(m.ID) != c.subID {
+			return nil
+		}
+		c.pending = false
 		for sym, how := range m.Resumed {
 			fmt.Fprintf(c.log, "resumed %s: %s\n", sym, how)
 			if how == "exact" {
@@ -318,6 +324,9 @@ func (c *client) handle(ctx context.Context, conn *websocket.Conn, m *message) e
 			} else {
 				c.stats.resumedSnapshot++
 			}
+		}
+		if c.done() {
+			return errDone
 		}
 	case "error":
 		if string(m.ID) == c.subID {
@@ -329,6 +338,14 @@ func (c *client) handle(ctx context.Context, conn *websocket.Conn, m *message) e
 	}
 	// Other types (ticker, trade, pong, and any added later) are not ours.
 	return nil
+}
+
+// done reports whether the wanted number of updates is verified. It waits
+// for the ack of the last subscribe too, so that the summary says how the
+// last (re)subscription started: the server sends a resumed stream's missed
+// updates before the ack.
+func (c *client) done() bool {
+	return c.cfg.updates > 0 && c.stats.verified >= c.cfg.updates && !c.pending
 }
 
 // corrupt adds a bid one 10^-8 above the best bid: a price the server never

@@ -48,6 +48,7 @@ export class BookClient {
     this._ws = null;
     this._nextId = 0;
     this._subId = null;
+    this._pending = false; // the last subscribe has no ack yet
     this._damaged = false;
     this._everOpened = false;
     this._stopped = false;
@@ -143,6 +144,7 @@ export class BookClient {
 
   _subscribe(resume) {
     this._subId = ++this._nextId;
+    this._pending = true;
     const req = {
       op: 'subscribe', id: this._subId, channel: 'book',
       symbols: [this.symbol], depth: this.depth, interval: 'raw',
@@ -208,7 +210,7 @@ export class BookClient {
         if (!this._verify(m)) return;
         this.stats.verified++;
         this.onBook('update', this);
-        if (this.updates > 0 && this.stats.verified >= this.updates) {
+        if (this._done()) {
           this._finish(null);
           return;
         }
@@ -219,10 +221,13 @@ export class BookClient {
         return;
       }
       case 'ack':
+        if (m.id !== this._subId) return;
+        this._pending = false;
         for (const [sym, how] of Object.entries(m.resumed || {})) {
           this.onLog(`resumed ${sym}: ${how}`);
           this.stats[how === 'exact' ? 'resumed_exact' : 'resumed_snapshot']++;
         }
+        if (this._done()) this._finish(null);
         return;
       case 'error':
         if (m.id === this._subId) {
@@ -237,6 +242,14 @@ export class BookClient {
       default:
       // Other types (ticker, trade, pong, and any added later) are not ours.
     }
+  }
+
+  // _done reports whether the wanted updates are verified. It waits for the
+  // ack of the last subscribe too, so that the summary says how the last
+  // (re)subscription started: the server sends a resumed stream's missed
+  // updates before the ack.
+  _done() {
+    return this.updates > 0 && this.stats.verified >= this.updates && !this._pending;
   }
 
   // _corrupt adds a bid 10^-8 above the best bid: a price the server never

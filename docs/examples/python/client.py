@@ -116,6 +116,7 @@ class Client:
         self.last_seq = 0  # seq of the last message applied
         self.next_id = 0
         self.sub_id = None  # id of the last subscribe sent
+        self.pending = False  # that subscribe has no ack yet
         self.damaged = False  # --corrupt-after has been done
         self.stats = dict(verified=0, snapshots=0, mismatches=0, gaps=0, resyncs=0,
                           reconnects=0, resumed_exact=0, resumed_snapshot=0)
@@ -164,6 +165,7 @@ class Client:
     async def subscribe(self, ws, resume=None):
         self.next_id += 1
         self.sub_id = self.next_id
+        self.pending = True
         req = {"op": "subscribe", "id": self.next_id, "channel": "book",
                "symbols": [self.args.symbol], "depth": self.args.depth, "interval": "raw"}
         if resume:
@@ -217,16 +219,22 @@ class Client:
                 return await self.resync(ws, f"update seq {m['seq']}: checksum {got}, server says {m['checksum']}")
             self.stats["verified"] += 1
             self.print_top("update")
-            if self.args.updates and self.stats["verified"] >= self.args.updates:
+            if self.done():
                 await ws.close()
                 raise Done()
             if self.args.corrupt_after and not self.damaged and self.stats["verified"] >= self.args.corrupt_after:
                 self.damaged = True
                 self.corrupt()
         elif typ == "ack":
+            if m.get("id") != self.sub_id:
+                return
+            self.pending = False
             for s, how in (m.get("resumed") or {}).items():
                 log(f"resumed {s}: {how}")
                 self.stats["resumed_exact" if how == "exact" else "resumed_snapshot"] += 1
+            if self.done():
+                await ws.close()
+                raise Done()
         elif typ == "error":
             if m.get("id") == self.sub_id:
                 raise Refused(f"subscribe refused: {m.get('code')}: {m.get('message')}")
@@ -234,6 +242,13 @@ class Client:
         elif typ == "notice":
             log(f"notice {m.get('code')}: {m.get('message')}")
         # Other types (ticker, trade, pong, and any added later) are not ours.
+
+    def done(self):
+        """Reports whether the wanted updates are verified. It waits for the
+        ack of the last subscribe too, so that the summary says how the last
+        (re)subscription started: the server sends a resumed stream's missed
+        updates before the ack."""
+        return bool(self.args.updates) and self.stats["verified"] >= self.args.updates and not self.pending
 
     def corrupt(self):
         """Adds a bid 10^-8 above the best bid: a price the server never sends,
