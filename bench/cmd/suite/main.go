@@ -91,6 +91,7 @@ const ceilingBatch = 16
 type suite struct {
 	root, bin, out, img, doc string
 	rev, commit              string // -rev, and the commit it resolved to
+	nice                     int    // niceness of the measured processes; 0: unchanged
 	window                   time.Duration
 	targets                  []string
 	log                      *os.File
@@ -108,6 +109,7 @@ func main() {
 	flag.StringVar(&targets, "targets", "marketd,peer", "comma-separated targets")
 	flag.BoolVar(&noCeiling, "no-ceiling", false, "skip the ceiling runs")
 	flag.StringVar(&s.rev, "rev", "", "build the binaries from this git `revision` (e.g. HEAD) instead of the work tree")
+	flag.IntVar(&s.nice, "nice", -10, "run server, broker and load generator at this `niceness` (needs root below 0; 0 leaves it), so that other jobs on a shared machine disturb less")
 	flag.Parse()
 	s.targets = strings.Split(targets, ",")
 
@@ -215,8 +217,8 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 	}
 	sum := summary{
 		Started: started.UTC(), Duration: time.Since(started).Seconds(), LoadBefore: load0, LoadAfter: loadAvg(),
-		Command: "go run ./bench/cmd/suite " + strings.Join(os.Args[1:], " "), Results: results, Ceilings: ceilings,
-		GoVersion: runtime.Version(), CPU: cpuModel(), Commit: s.commit,
+		Command: "go run ./bench/cmd/suite " + shellJoin(os.Args[1:]), Results: results, Ceilings: ceilings,
+		GoVersion: runtime.Version(), CPU: cpuModel(), Commit: s.commit, Nice: s.nice,
 	}
 	js, _ := json.MarshalIndent(sum, "", "  ")
 	if err := os.WriteFile(filepath.Join(s.out, "summary.json"), append(js, '\n'), 0o644); err != nil {
@@ -236,6 +238,18 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 	}
 	s.logf("done in %v; results in %s", time.Since(started).Round(time.Second), s.out)
 	return nil
+}
+
+// shellJoin joins args as a shell would need them typed.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = a
+		if a == "" || strings.ContainsAny(a, " \t'\"$;&|*?") {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
 }
 
 // raiseFileLimit lifts the soft limit on open files to the hard limit:
@@ -271,6 +285,19 @@ func cpuModel() string {
 	return "?"
 }
 
+// pinned returns the command running binary name on cpu with GOMAXPROCS=1,
+// at the suite's niceness. nice and taskset exec, so the command's pid is
+// the binary's.
+func (s *suite) pinned(ctx context.Context, cpu, name string, args ...string) *exec.Cmd {
+	argv := append([]string{"taskset", "-c", cpu, filepath.Join(s.bin, name)}, args...)
+	if s.nice != 0 {
+		argv = append([]string{"nice", "-n", strconv.Itoa(s.nice)}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	return cmd
+}
+
 // proc is a started server process.
 type proc struct {
 	cmd  *exec.Cmd
@@ -283,8 +310,7 @@ func (s *suite) start(logPath, cpu string, name string, args ...string) (*proc, 
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("taskset", append([]string{"-c", cpu, filepath.Join(s.bin, name)}, args...)...)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	cmd := s.pinned(context.Background(), cpu, name, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -415,8 +441,7 @@ func (s *suite) runOne(ctx context.Context, sc scenario, t string) (*bench.Resul
 	if sc.Compress {
 		args = append(args, "-compress")
 	}
-	cmd := exec.CommandContext(ctx, "taskset", append([]string{"-c", loadCPU, filepath.Join(s.bin, "loadgen")}, args...)...)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	cmd := s.pinned(ctx, loadCPU, "loadgen", args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	_ = os.Remove(jsonPath)
@@ -454,10 +479,9 @@ func (s *suite) runCeilings(ctx context.Context, size int) ([]*bench.CeilingResu
 	for _, conns := range ceilingConns {
 		for _, batch := range []int{1, ceilingBatch} {
 			s.logf("ceiling: %d conns, %d B x %d per write", conns, size, batch)
-			cmd := exec.CommandContext(ctx, "taskset", "-c", loadCPU, filepath.Join(s.bin, "ceiling"), "-addr", ceilingListen,
+			cmd := s.pinned(ctx, loadCPU, "ceiling", "-addr", ceilingListen,
 				"-conns", strconv.Itoa(conns), "-size", strconv.Itoa(size), "-batch", strconv.Itoa(batch),
 				"-duration", "4s", "-pid", strconv.Itoa(p.cmd.Process.Pid), "-json")
-			cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 			b, err := cmd.Output()
 			if err != nil {
 				return out, fmt.Errorf("ceiling client: %w", err)

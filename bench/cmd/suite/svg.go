@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -182,8 +184,14 @@ func writeLineChart(path string, c lineChart) error {
 	}
 	for i, s := range c.series {
 		color := palette[i%len(palette)]
+		// Draw each line from left to right.
+		order := make([]int, len(s.x))
+		for j := range order {
+			order[j] = j
+		}
+		slices.SortFunc(order, func(a, b int) int { return cmp.Compare(s.x[a], s.x[b]) })
 		var pts []string
-		for j := range s.x {
+		for _, j := range order {
 			if (c.logY && s.y[j] <= 0) || (c.logX && s.x[j] <= 0) {
 				continue
 			}
