@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,6 +29,9 @@ const (
 
 	// brokerStartTimeout bounds StartBroker's topic creation when ctx has no deadline.
 	brokerStartTimeout = 10 * time.Second
+	// brokerCompactInterval is how often the embedded broker compacts the
+	// checkpoint topics (kfake's log.cleaner.backoff.ms).
+	brokerCompactInterval = time.Minute
 )
 
 // BrokerConfig configures StartBroker. The zero value is the default run:
@@ -78,6 +82,9 @@ func StartBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.ClusterID("marketd"),
+		kfake.BrokerConfigs(map[string]string{
+			"log.cleaner.backoff.ms": strconv.FormatInt(brokerCompactInterval.Milliseconds(), 10),
+		}),
 		// kfake listens on 127.0.0.1:<port>; listen on the configured
 		// address instead (and fail at once when it is taken).
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
@@ -97,12 +104,19 @@ func StartBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	b := &Broker{cluster: cluster, addr: cluster.ListenAddrs()[0]}
 
 	// Create the topics over TCP, as any client would: this also checks
-	// that the listener answers. A reloaded DataDir already has them.
+	// that the listener answers. A reloaded DataDir already has them. The
+	// checkpoint topic is compacted (the latest checkpoint of each book is
+	// what matters) and takes records as large as a book.
 	var topics []kafka.TopicConfig
 	for _, t := range cfg.Topics {
-		for _, name := range []string{t, t + DLQSuffix, t + CheckpointSuffix} {
+		for _, name := range []string{t, t + DLQSuffix} {
 			topics = append(topics, kafka.TopicConfig{Topic: name, NumPartitions: cfg.Partitions, ReplicationFactor: 1})
 		}
+		topics = append(topics, kafka.TopicConfig{Topic: t + CheckpointSuffix, NumPartitions: cfg.Partitions, ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{
+				{ConfigName: "cleanup.policy", ConfigValue: "compact"},
+				{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(checkpointBatchBytes)},
+			}})
 	}
 	cctx, cancel := context.WithTimeout(ctx, brokerStartTimeout)
 	defer cancel()

@@ -103,6 +103,22 @@ type Config struct {
 	// are read at start, so that replaying the topic does not dead-letter
 	// the same record twice; default DefaultDLQScanWindow.
 	DLQScanWindow int
+
+	// CheckpointTopic is the compacted topic of book checkpoints; default
+	// Topic + CheckpointSuffix. It must exist for checkpoints to be written.
+	CheckpointTopic string
+	// CheckpointInterval is the most time between two checkpoints of a
+	// partition that applied records meanwhile; default
+	// DefaultCheckpointInterval. Negative writes no checkpoints at all.
+	CheckpointInterval time.Duration
+	// CheckpointRecords also checkpoints a partition once it has applied
+	// that many records since its last checkpoint; default
+	// DefaultCheckpointRecords. Negative checkpoints by time only.
+	CheckpointRecords int
+	// FullReplay ignores the checkpoints at start: every partition is
+	// read from its earliest offset. Checkpoints are still written unless
+	// CheckpointInterval is negative.
+	FullReplay bool
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -140,6 +156,15 @@ func (c Config) withDefaults() Config {
 	if c.DLQScanWindow == 0 {
 		c.DLQScanWindow = DefaultDLQScanWindow
 	}
+	if c.CheckpointTopic == "" {
+		c.CheckpointTopic = c.Topic + CheckpointSuffix
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.CheckpointRecords == 0 {
+		c.CheckpointRecords = DefaultCheckpointRecords
+	}
 	return c
 }
 
@@ -153,6 +178,8 @@ func (c Config) Validate() error {
 		return errors.New("empty broker address")
 	case c.DLQTopic == c.Topic:
 		return fmt.Errorf("dead-letter topic %q is the input topic", c.DLQTopic)
+	case c.CheckpointTopic == c.Topic || c.CheckpointTopic == c.DLQTopic:
+		return fmt.Errorf("checkpoint topic %q is the input or the dead-letter topic", c.CheckpointTopic)
 	case c.DialTimeout < 0, c.MinBackoff < 0, c.FetchMaxWait < 0, c.BadLogInterval < 0:
 		return errors.New("negative duration")
 	case c.MaxBackoff < c.MinBackoff:
@@ -196,6 +223,13 @@ type Ingester struct {
 	dlqDropped atomic.Uint64
 	reconnects atomic.Uint64
 	badLog     rateLimit
+
+	ckpt        chan round // apply loops → checkpoint writer; nil when checkpoints are off
+	restoring   atomic.Bool
+	restored    atomic.Uint64
+	ckptWrites  atomic.Uint64
+	ckptErrors  atomic.Uint64
+	ckptSkipped atomic.Uint64
 }
 
 // deadLetter is a bad record on its way to the DLQ topic.
@@ -249,15 +283,57 @@ func (in *Ingester) Run(ctx context.Context) error {
 	for i, id := range ids {
 		parts[i] = newPartition(in, id)
 	}
+	if !in.cfg.FullReplay {
+		in.restoring.Store(true)
+		ok := in.restore(ctx, parts, in.partitionEnd)
+		in.restoring.Store(false)
+		if !ok {
+			return nil
+		}
+	}
 	in.mu.Lock()
 	in.parts = parts
 	in.mu.Unlock()
+
+	// The checkpoint writer outlives the apply loops, so that it writes
+	// the rounds they take as they stop, within DialTimeout.
+	var writer sync.WaitGroup
+	if in.cfg.CheckpointInterval > 0 {
+		// Two rounds per partition: the one being written and a final one.
+		in.ckpt = make(chan round, 2*len(parts))
+		wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		writer.Go(func() { in.runCheckpoints(wctx) })
+		defer func() {
+			stop := time.AfterFunc(in.cfg.DialTimeout, cancel)
+			defer stop.Stop()
+			close(in.ckpt)
+			writer.Wait()
+		}()
+	}
+	var pwg sync.WaitGroup
 	for _, p := range parts {
-		wg.Go(func() { p.fetch(ctx) })
-		wg.Go(func() { p.apply(ctx) })
+		pwg.Go(func() { p.fetch(ctx) })
+		pwg.Go(func() { p.apply(ctx) })
 	}
 	<-ctx.Done()
+	pwg.Wait()
 	return nil
+}
+
+// partitionEnd returns p's high watermark: a checkpoint past it belongs
+// to another topic of the same name (deleted and created again).
+func (in *Ingester) partitionEnd(ctx context.Context, p *partition) (int64, error) {
+	var err error
+	for attempt := range len(in.cfg.Brokers) {
+		var conn *kafka.Conn
+		var last int64
+		if conn, _, last, err = p.connect(ctx, attempt); err == nil {
+			conn.Close()
+			return last, nil
+		}
+	}
+	return 0, err
 }
 
 // discover returns the partitions to read: the configured ones, or all of
@@ -330,6 +406,9 @@ func (in *Ingester) Ready() error {
 	parts, derr := in.parts, in.discoverErr
 	in.mu.Unlock()
 	if parts == nil {
+		if in.restoring.Load() {
+			return errors.New("feed: reading the checkpoints")
+		}
 		if derr == nil {
 			derr = errors.New("no answer yet")
 		}
@@ -433,6 +512,13 @@ type Stats struct {
 	// Reconnects counts the connections to a partition leader lost and
 	// made again.
 	Reconnects uint64
+	// Restored is the number of books restored from checkpoints at start.
+	Restored uint64
+	// CheckpointWrites counts the checkpoint records written (books and
+	// manifests); CheckpointErrors the rounds that failed to be written;
+	// CheckpointSkipped the rounds skipped because the partition's
+	// previous one was still being written.
+	CheckpointWrites, CheckpointErrors, CheckpointSkipped uint64
 	// Partitions holds one entry per assigned partition, by partition.
 	Partitions []PartitionStats
 }
@@ -451,6 +537,12 @@ type PartitionStats struct {
 	Partition int
 	// Offset is the next offset to apply; -1 before the broker first answered.
 	Offset int64
+	// Start is the offset reading started at: the earliest retained one,
+	// or where the partition's checkpoints let it resume; -1 until known.
+	Start int64
+	// Checkpoint is the input offset of the partition's last checkpoint
+	// written by this Ingester; -1 before the first.
+	Checkpoint int64
 	// HighWatermark is the latest high watermark seen; -1 before the first.
 	HighWatermark int64
 	// Lag is HighWatermark - Offset, or 0 while either is unknown.
@@ -468,6 +560,11 @@ func (in *Ingester) Stats() Stats {
 		DLQWrites:  in.dlqWrites.Load(),
 		DLQDropped: in.dlqDropped.Load(),
 		Reconnects: in.reconnects.Load(),
+
+		Restored:          in.restored.Load(),
+		CheckpointWrites:  in.ckptWrites.Load(),
+		CheckpointErrors:  in.ckptErrors.Load(),
+		CheckpointSkipped: in.ckptSkipped.Load(),
 	}
 	for _, r := range Reasons() {
 		s.Bad[r.String()] = 0
@@ -485,6 +582,8 @@ func (in *Ingester) Stats() Stats {
 		ps := PartitionStats{
 			Partition:     p.id,
 			Offset:        p.next.Load(),
+			Start:         p.startAt.Load(),
+			Checkpoint:    p.ckptOffset.Load(),
 			HighWatermark: p.hwm.Load(),
 			Books:         int(p.books.Load()),
 			Connected:     p.connected.Load(),
@@ -506,21 +605,37 @@ type partition struct {
 	free   chan *chunk     // applied chunks, back to the fetcher for reuse
 	do     chan *doRequest // Do requests for the apply loop
 
-	// Owned by the apply loop.
-	byName map[string]*book.Book
-	dec    Decoder
-	ev     book.Event
+	// Set before the goroutines start.
+	start    int64        // offset to read from; -1: the earliest retained
+	end      int64        // offset to stop before (a replay); -1: none
+	restored []*savedBook // books restored from checkpoints, published by the apply loop first
+
+	// Owned by the apply loop (or by a replay's merge loop): the books,
+	// and what is needed to decode, apply and checkpoint.
+	byName    map[string]*book.Book
+	trades    map[string]uint64 // seq of each symbol's last applied trade
+	skip      map[string]int64  // restored books: their records below this offset are applied already
+	skipUntil int64             // the highest offset in skip
+	dec       Decoder
+	ev        book.Event
+	blobs     map[string]cachedBlob // the last checkpoint of each book
+	ckptNext  int64                 // input offset of the last checkpoint round taken or restored
+	sinceCkpt int                   // records applied since then
+	caughtUp  bool                  // the partition reached the high watermark it started with
 
 	// Shared, atomic.
-	next      atomic.Int64 // next offset to apply; -1 until known
-	hwm       atomic.Int64 // latest high watermark; -1 until known
-	startHWM  atomic.Int64 // high watermark when first reached; -1 until then
-	connected atomic.Bool
-	records   atomic.Uint64
-	bytes     atomic.Uint64
-	stale     atomic.Uint64
-	books     atomic.Int64
-	bad       [numReasons]atomic.Uint64
+	startAt    atomic.Int64 // the offset reading started at; -1 until known
+	ckptBusy   atomic.Bool  // a round of this partition waits for the writer
+	ckptOffset atomic.Int64 // input offset of the last round written; -1 before
+	next       atomic.Int64 // next offset to apply; -1 until known
+	hwm        atomic.Int64 // latest high watermark; -1 until known
+	startHWM   atomic.Int64 // high watermark when first reached; -1 until then
+	connected  atomic.Bool
+	records    atomic.Uint64
+	bytes      atomic.Uint64
+	stale      atomic.Uint64
+	books      atomic.Int64
+	bad        [numReasons]atomic.Uint64
 
 	errMu sync.Mutex
 	err   error // the last connection error
@@ -548,8 +663,15 @@ func newPartition(in *Ingester, id int) *partition {
 		chunks: make(chan *chunk, chunksInFlight),
 		free:   make(chan *chunk, chunksInFlight+1),
 		do:     make(chan *doRequest),
+		start:  -1,
+		end:    -1,
 		byName: make(map[string]*book.Book),
+		trades: make(map[string]uint64),
+		skip:   make(map[string]int64),
+		blobs:  make(map[string]cachedBlob),
 	}
+	p.startAt.Store(-1)
+	p.ckptOffset.Store(-1)
 	p.next.Store(-1)
 	p.hwm.Store(-1)
 	p.startHWM.Store(-1)
@@ -571,10 +693,12 @@ func (p *partition) lastErr() error {
 	return p.err
 }
 
-// fetch reads the partition in offset order and hands the records to the
-// apply loop, until ctx is done. It reconnects, with backoff, whenever the
-// connection fails, and resumes at the next offset it has not handed over:
-// nothing is lost and nothing is read twice.
+// fetch reads the partition in offset order, from p.start (or the
+// earliest retained offset), and hands the records to the apply loop, until
+// ctx is done. It reconnects, with backoff, whenever the connection fails,
+// and resumes at the next offset it has not handed over: nothing is lost
+// and nothing is read twice. With an end (a replay) it stops there, and
+// closes p.chunks once every record below it is handed over.
 func (p *partition) fetch(ctx context.Context) {
 	cfg := &p.in.cfg
 	log := p.in.log.With("topic", cfg.Topic, "partition", p.id)
@@ -584,7 +708,14 @@ func (p *partition) fetch(ctx context.Context) {
 		pos     int64 = -1 // next offset to fetch; -1 until the first connection
 		attempt int
 		backoff = cfg.MinBackoff
+		empty   int // fetches in a row that returned nothing below end
 	)
+	if p.end >= 0 {
+		defer close(p.chunks)
+		if p.start >= p.end {
+			return
+		}
+	}
 	closeConn := func() {
 		if conn != nil {
 			stop()
@@ -614,7 +745,13 @@ func (p *partition) fetch(ctx context.Context) {
 			stop = context.AfterFunc(ctx, func() { c.Close() })
 			if pos < 0 {
 				pos = first
-				p.next.CompareAndSwap(-1, first)
+				if p.start > first {
+					pos = p.start
+				} else if p.start >= 0 && p.start < first {
+					log.Error("feed: records were deleted before they were read", "from", p.start, "to", first)
+				}
+				p.startAt.Store(pos)
+				p.next.CompareAndSwap(-1, pos)
 			} else if pos < first {
 				log.Error("feed: records were deleted before they were read", "from", pos, "to", first)
 				pos = first
@@ -633,6 +770,7 @@ func (p *partition) fetch(ctx context.Context) {
 		_ = conn.SetReadDeadline(time.Now().Add(cfg.FetchMaxWait + cfg.DialTimeout))
 		batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: cfg.FetchMaxBytes, MaxWait: cfg.FetchMaxWait})
 		hwm := batch.HighWaterMark()
+		read := 0
 		for {
 			m, err := batch.ReadMessage()
 			if err != nil {
@@ -641,6 +779,11 @@ func (p *partition) fetch(ctx context.Context) {
 			if m.Offset < pos {
 				continue // a compressed batch may start before pos
 			}
+			if p.end >= 0 && m.Offset >= p.end {
+				pos = p.end // nothing is left below the end
+				break
+			}
+			read++
 			pos = m.Offset + 1
 			c.msgs = append(c.msgs, m)
 			if len(c.msgs) == chunkRecords {
@@ -666,6 +809,19 @@ func (p *partition) fetch(ctx context.Context) {
 			}
 		} else {
 			p.free <- c
+		}
+		if p.end >= 0 {
+			// A replay: done at the end, or when the broker has records up
+			// to it but a few fetches in a row return none (the offsets
+			// left hold only transaction markers).
+			if read == 0 && err == nil && hwm >= p.end {
+				empty++
+			} else {
+				empty = 0
+			}
+			if pos >= p.end || empty == 3 {
+				return
+			}
 		}
 		if err == nil {
 			if hwm > 0 {
@@ -742,17 +898,56 @@ func (p *partition) connect(ctx context.Context, attempt int) (conn *kafka.Conn,
 }
 
 // apply is the apply loop: the only goroutine that touches the partition's
-// books. It runs until ctx is done.
+// books. It first publishes the books restored from checkpoints, then runs
+// until ctx is done, checkpointing the books as Config says and once more
+// as it stops.
 func (p *partition) apply(ctx context.Context) {
+	for _, sb := range p.restored {
+		// One update without changes, carrying the ticker, makes the
+		// book's symbol and its ticker known downstream, as replaying its
+		// records would have.
+		u := sb.book.LastUpdate()
+		t := sb.book.Ticker()
+		u.Ticker = &t
+		p.in.sink.Publish(u)
+	}
+	p.restored = nil
+	var tick <-chan time.Time
+	if iv := p.in.cfg.CheckpointInterval; iv > 0 {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			p.checkpoint(true)
 			return
 		case c := <-p.chunks:
 			p.applyChunk(c)
 			p.free <- c
+			p.afterChunk()
 		case r := <-p.do:
 			p.serve(r)
+		case <-tick:
+			p.checkpoint(false)
+		}
+	}
+}
+
+// afterChunk checkpoints the partition when it has applied CheckpointRecords
+// records since the last checkpoint, and when it first catches up with the
+// high watermark it started with (so that a restart soon after replays
+// little).
+func (p *partition) afterChunk() {
+	n := p.in.cfg.CheckpointRecords
+	switch {
+	case n > 0 && p.sinceCkpt >= n:
+		p.checkpoint(false)
+	case !p.caughtUp:
+		if start := p.startHWM.Load(); start >= 0 && p.next.Load() >= start {
+			p.caughtUp = true
+			p.checkpoint(false)
 		}
 	}
 }
@@ -768,6 +963,7 @@ func (p *partition) applyChunk(c *chunk) {
 		p.applyRecord(m)
 		p.next.Store(m.Offset + 1)
 	}
+	p.sinceCkpt += len(c.msgs)
 	p.records.Add(uint64(len(c.msgs)))
 	p.bytes.Add(uint64(bytes))
 }
@@ -775,46 +971,80 @@ func (p *partition) applyChunk(c *chunk) {
 // applyRecord decodes, validates and applies one record and publishes the
 // update; a bad record is rejected and leaves every book unchanged.
 func (p *partition) applyRecord(m *kafka.Message) {
+	b, err := p.decodeApply(m)
+	if err != nil {
+		p.rejectRecord(m, err)
+		return
+	}
+	p.in.sink.Publish(b.LastUpdate())
+}
+
+// errApplied: the record is reflected in its book already (a restored
+// book's record below its checkpoint, or book.ErrStale): not a bad record.
+var errApplied = errors.New("record already applied")
+
+// decodeApply decodes, validates and applies one record to its symbol's
+// book, creating the book when the record is the symbol's first that
+// applies, and returns the book. It is the one place that turns records
+// into book changes, shared by the live path and Replay. It returns
+// errApplied for a record the book already reflects, else a *RecordError
+// for a bad record; either way every book is unchanged.
+func (p *partition) decodeApply(m *kafka.Message) (*book.Book, error) {
+	if p.skip != nil {
+		if m.Offset >= p.skipUntil {
+			p.skip = nil // past every restored book's checkpoint
+		} else if next, ok := p.skip[string(m.Key)]; ok && m.Offset < next {
+			return nil, errApplied // the key is the symbol (or the record is bad)
+		}
+	}
 	ev := &p.ev
 	if err := p.dec.Decode(m.Key, m.Value, m.Time, m.Offset, ev); err != nil {
-		p.reject(m, err.(*RecordError))
-		return
+		return nil, err
 	}
 	b := p.byName[ev.Symbol]
 	if b == nil {
 		// A new symbol: its book joins this partition once an event
 		// applies, unless another partition already owns the symbol.
 		if q := p.in.owner(ev.Symbol); q != nil && q != p {
-			p.reject(m, &RecordError{Reason: ReasonWrongPartition, Field: "symbol",
-				Err: fmt.Errorf("symbol %s is in partition %d", ev.Symbol, q.id)})
-			return
+			return nil, &RecordError{Reason: ReasonWrongPartition, Field: "symbol",
+				Err: fmt.Errorf("symbol %s is in partition %d", ev.Symbol, q.id)}
 		}
 		b = book.New(ev.Symbol)
 		if err := b.Apply(ev); err != nil {
-			p.rejectApply(m, err)
-			return
+			return nil, applyError(err)
 		}
 		if q := p.in.claim(ev.Symbol, p); q != p {
-			p.reject(m, &RecordError{Reason: ReasonWrongPartition, Field: "symbol",
-				Err: fmt.Errorf("symbol %s is in partition %d", ev.Symbol, q.id)})
-			return
+			return nil, &RecordError{Reason: ReasonWrongPartition, Field: "symbol",
+				Err: fmt.Errorf("symbol %s is in partition %d", ev.Symbol, q.id)}
 		}
 		p.byName[ev.Symbol] = b
 		p.books.Add(1)
 	} else if err := b.Apply(ev); err != nil {
-		p.rejectApply(m, err)
-		return
+		return nil, applyError(err)
 	}
-	p.in.sink.Publish(b.LastUpdate())
+	if ev.Kind == book.KindTrade {
+		p.trades[ev.Symbol] = ev.Seq
+	}
+	return b, nil
 }
 
-func (p *partition) rejectApply(m *kafka.Message, err error) {
+// applyError maps an error of book.Apply to errApplied or a *RecordError.
+func applyError(err error) error {
 	r := BookReason(err)
 	if r == 0 { // book.ErrStale: applied before, not a bad record
+		return errApplied
+	}
+	return &RecordError{Reason: r, Err: err}
+}
+
+// rejectRecord counts a record that decodeApply did not apply: as stale,
+// or as bad (see reject).
+func (p *partition) rejectRecord(m *kafka.Message, err error) {
+	if err == errApplied {
 		p.stale.Add(1)
 		return
 	}
-	p.reject(m, &RecordError{Reason: r, Err: err})
+	p.reject(m, err.(*RecordError))
 }
 
 // reject counts a bad record, logs it (rate-limited) and queues it for the
@@ -1043,35 +1273,9 @@ func (in *Ingester) scanDLQOnce(ctx context.Context, attempt int) (map[int]int64
 }
 
 func (in *Ingester) scanDLQPartition(ctx context.Context, addr string, id int, done map[int]int64) error {
-	cfg := &in.cfg
-	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	conn, err := in.dialer.DialLeader(dctx, "tcp", addr, cfg.DLQTopic, id)
-	if err != nil {
-		return fmt.Errorf("dial leader of %s/%d: %w", cfg.DLQTopic, id, err)
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	_ = conn.SetDeadline(time.Now().Add(cfg.DialTimeout))
-	first, last, err := conn.ReadOffsets()
-	if err != nil {
-		return fmt.Errorf("read offsets of %s/%d: %w", cfg.DLQTopic, id, err)
-	}
-	for pos := max(first, last-int64(cfg.DLQScanWindow)); pos < last; {
-		_, _ = conn.Seek(pos, kafka.SeekAbsolute|kafka.SeekDontCheck)
-		_ = conn.SetDeadline(time.Now().Add(cfg.DialTimeout))
-		batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: cfg.FetchMaxBytes, MaxWait: cfg.FetchMaxWait})
-		start := pos
-		for {
-			m, err := batch.ReadMessage()
-			if err != nil {
-				break
-			}
-			if m.Offset < pos {
-				continue
-			}
-			pos = m.Offset + 1
+	window := int64(in.cfg.DLQScanWindow)
+	return in.scanPartition(ctx, addr, in.cfg.DLQTopic, id, func(first, last int64) int64 { return max(first, last-window) },
+		func(m *kafka.Message) {
 			var part, off int64 = -1, -1
 			for _, h := range m.Headers {
 				switch h.Key {
@@ -1086,12 +1290,49 @@ func (in *Ingester) scanDLQPartition(ctx context.Context, addr string, id int, d
 					done[int(part)] = off
 				}
 			}
+		})
+}
+
+// scanPartition reads topic/id, asking addr for its leader, from the offset
+// from(first, last) returns up to the end the partition has when the scan
+// starts, and calls fn with each record in offset order.
+func (in *Ingester) scanPartition(ctx context.Context, addr, topic string, id int, from func(first, last int64) int64, fn func(m *kafka.Message)) error {
+	cfg := &in.cfg
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	conn, err := in.dialer.DialLeader(dctx, "tcp", addr, topic, id)
+	if err != nil {
+		return fmt.Errorf("dial leader of %s/%d: %w", topic, id, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	_ = conn.SetDeadline(time.Now().Add(cfg.DialTimeout))
+	first, last, err := conn.ReadOffsets()
+	if err != nil {
+		return fmt.Errorf("read offsets of %s/%d: %w", topic, id, err)
+	}
+	for pos := from(first, last); pos < last; {
+		_, _ = conn.Seek(pos, kafka.SeekAbsolute|kafka.SeekDontCheck)
+		_ = conn.SetDeadline(time.Now().Add(cfg.DialTimeout))
+		batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: cfg.FetchMaxBytes, MaxWait: cfg.FetchMaxWait})
+		start := pos
+		for {
+			m, err := batch.ReadMessage()
+			if err != nil {
+				break
+			}
+			if m.Offset < pos {
+				continue
+			}
+			pos = m.Offset + 1
+			fn(&m)
 		}
 		if err := batch.Close(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, kafka.RequestTimedOut) {
-			return fmt.Errorf("read %s/%d at offset %d: %w", cfg.DLQTopic, id, start, err)
+			return fmt.Errorf("read %s/%d at offset %d: %w", topic, id, start, err)
 		}
 		if pos == start {
-			return fmt.Errorf("read %s/%d at offset %d: no progress", cfg.DLQTopic, id, start)
+			return fmt.Errorf("read %s/%d at offset %d: no progress", topic, id, start)
 		}
 	}
 	return nil
