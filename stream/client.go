@@ -145,7 +145,10 @@ func (c *client) pushSnapshot(t *topic, g *group, b *book.Book) {
 }
 
 // catchUp brings the conflated memberships of c up to date; the writer
-// runs it when the queue has drained under the low mark.
+// runs it when the queue has drained under the low mark. A publisher that
+// saw the conflating flag before it was cleared may still mark a member
+// behind afterwards: markBehind queues a notice, which runs the writer,
+// which sees the behind list and comes back here.
 func (c *client) catchUp() {
 	c.conflating.Store(false)
 	h := c.srv.hub

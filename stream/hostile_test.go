@@ -124,7 +124,7 @@ func TestRateLimit(t *testing.T) {
 		r.sendText(fmt.Sprintf(`{"op":"ping","id":%d}`, i))
 	}
 	pongs, limited := 0, 0
-	code, err := r.readMessages(5*time.Second, func(m wireMsg) {
+	code, err := r.readMessages(5*time.Second, func(m wireMsg) bool {
 		switch {
 		case m.Type == "pong":
 			pongs++
@@ -133,6 +133,7 @@ func TestRateLimit(t *testing.T) {
 		default:
 			t.Errorf("unexpected %s", m.raw)
 		}
+		return true
 	})
 	if err != nil || code != 1008 {
 		t.Fatalf("close %d, %v; want 1008", code, err)

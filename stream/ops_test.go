@@ -3,6 +3,7 @@ package stream
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/marketd/marketd/book"
@@ -182,6 +183,10 @@ func TestWildcard(t *testing.T) {
 		"trade LVL-USD 2 prev=0 l1 sell 100 0.25",
 		"ticker LVL-USD 2 ask= last=100",
 	}
+	// Each symbol's stream is in order; two symbols interleave freely.
+	bySymbol := func(s string) string { return strings.Fields(s)[1] }
+	slices.SortStableFunc(seen, func(a, b string) int { return strings.Compare(bySymbol(a), bySymbol(b)) })
+	slices.SortStableFunc(want, func(a, b string) int { return strings.Compare(bySymbol(a), bySymbol(b)) })
 	if !slices.Equal(seen, want) {
 		t.Errorf("got\n%q\nwant\n%q", seen, want)
 	}

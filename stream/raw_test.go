@@ -23,8 +23,8 @@ type rawConn struct {
 	nc   *net.TCPConn
 	br   *bufio.Reader
 	resp *http.Response
-	// partial holds a fragmented message being read.
-	partial []byte
+	// pending holds the messages of a frame not yet handed out.
+	pending []wireMsg
 }
 
 // rawDial connects and upgrades with extra request header lines
@@ -167,9 +167,17 @@ func inflate(p []byte) ([]byte, error) {
 	return out.Bytes(), err
 }
 
-// readMessages reads frames until a close frame (returning its code) or the
-// timeout between frames; data messages are decoded, pings answered.
-func (r *rawConn) readMessages(timeout time.Duration, each func(wireMsg)) (closeCode int, err error) {
+// readMessages reads frames until a close frame (returning its code), the
+// timeout between frames, or each returning false (code 0, nil error);
+// data messages are decoded, pings answered.
+func (r *rawConn) readMessages(timeout time.Duration, each func(wireMsg) bool) (closeCode int, err error) {
+	for len(r.pending) > 0 {
+		m := r.pending[0]
+		r.pending = r.pending[1:]
+		if !each(m) {
+			return 0, nil
+		}
+	}
 	for {
 		f, err := r.readFrame(timeout)
 		if err != nil {
@@ -208,7 +216,14 @@ func (r *rawConn) readMessages(timeout time.Duration, each func(wireMsg)) (close
 				return 0, fmt.Errorf("bad JSON %q: %w", line, err)
 			}
 			m.raw = line
-			each(m)
+			r.pending = append(r.pending, m)
+		}
+		for len(r.pending) > 0 {
+			m := r.pending[0]
+			r.pending = r.pending[1:]
+			if !each(m) {
+				return 0, nil
+			}
 		}
 	}
 }
@@ -216,7 +231,7 @@ func (r *rawConn) readMessages(timeout time.Duration, each func(wireMsg)) (close
 // expectClose reads until the close frame and checks its code.
 func (r *rawConn) expectClose(code int) {
 	r.t.Helper()
-	got, err := r.readMessages(5*time.Second, func(wireMsg) {})
+	got, err := r.readMessages(5*time.Second, func(wireMsg) bool { return true })
 	if err != nil || got != code {
 		r.t.Fatalf("got close code %d (err %v), want %d", got, err, code)
 	}

@@ -102,6 +102,12 @@ type Config struct {
 	// ReadBufferSize is the read buffer of a connection. Default
 	// DefaultReadBufferSize.
 	ReadBufferSize int
+	// SendBuffer sets the kernel send buffer (SO_SNDBUF) of each
+	// connection. Bytes the kernel holds are invisible to the queue limits,
+	// and Linux autotunes the buffer up to megabytes per socket; a small
+	// value makes backpressure start sooner and bounds kernel memory per
+	// client. 0 leaves the kernel's autotuning.
+	SendBuffer int
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -148,7 +154,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("stream config: ReadTimeout %v must exceed PingInterval %v", c.ReadTimeout, c.PingInterval)
 	case c.QueueSoftLimit < 0 || c.QueueHardLimit <= c.QueueSoftLimit:
 		return fmt.Errorf("stream config: QueueHardLimit %d must exceed QueueSoftLimit %d", c.QueueHardLimit, c.QueueSoftLimit)
-	case c.RingSize < 0 || c.MaxSubscriptions < 0 || c.MaxMessageSize < 0 || c.ReadBufferSize < 0 || c.CompressThreshold < 0:
+	case c.RingSize < 0 || c.MaxSubscriptions < 0 || c.MaxMessageSize < 0 || c.ReadBufferSize < 0 || c.CompressThreshold < 0 || c.SendBuffer < 0:
 		return errors.New("stream config: negative size")
 	case c.RateLimit < 0 || c.RateBurst < 0:
 		return errors.New("stream config: negative rate limit")
@@ -400,6 +406,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.log.Debug("hijack", "err", err)
 		return
+	}
+	if tc, ok := nc.(*net.TCPConn); ok && s.cfg.SendBuffer > 0 {
+		_ = tc.SetWriteBuffer(s.cfg.SendBuffer)
 	}
 	g := &frameGuard{Conn: nc, deflate: deflate}
 	if n := brw.Reader.Buffered(); n > 0 {

@@ -168,7 +168,7 @@ func (c *client) writeLoop() {
 		clear(batch)
 		c.mu.Lock()
 		c.spare = batch[:0]
-		catchUp := !c.closing && c.conflating.Load() && c.queued <= c.srv.cfg.QueueSoftLimit/lowMarkDivisor
+		catchUp := !c.closing && (c.conflating.Load() || len(c.behind) > 0) && c.queued <= c.srv.cfg.QueueSoftLimit/lowMarkDivisor
 		c.mu.Unlock()
 		if err != nil {
 			c.writeFailed(err)
