@@ -476,10 +476,11 @@ type cachedBlob struct {
 }
 
 // checkpoint takes a checkpoint of p's books, on p's apply loop, and hands
-// it to the checkpoint writer, unless checkpoints are off, nothing was
-// applied since the last one, or the writer is still busy with p's last
-// round (this one is then skipped: the next will do). final is the round
-// taken when ingest stops.
+// it to the checkpoint writer, unless checkpoints are off or nothing was
+// applied since the last one. While the writer is still busy with p's last
+// round, the new one is put off until the writer is done (ckptFree), so
+// that apply never waits and p has at most one regular round queued.
+// final is the round taken when ingest stops; it is queued regardless.
 func (p *partition) checkpoint(final bool) {
 	in := p.in
 	next := p.next.Load()
@@ -487,9 +488,13 @@ func (p *partition) checkpoint(final bool) {
 		return
 	}
 	if !p.ckptBusy.CompareAndSwap(false, true) && !final {
-		in.ckptSkipped.Add(1)
+		if !p.ckptDue {
+			p.ckptDue = true
+			in.ckptDeferred.Add(1)
+		}
 		return
 	}
+	p.ckptDue = false
 	syms := slices.Sorted(maps.Keys(p.byName))
 	r := round{p: p, next: next, books: make([]kafka.Message, 0, len(syms))}
 	for _, s := range syms {
@@ -512,7 +517,7 @@ func (p *partition) checkpoint(final bool) {
 	select {
 	case in.ckpt <- r:
 	default: // cannot happen: the channel holds two rounds per partition
-		in.ckptSkipped.Add(1)
+		p.ckptBusy.Store(false)
 	}
 }
 
@@ -565,5 +570,9 @@ func (in *Ingester) runCheckpoints(ctx context.Context) {
 			}
 		}
 		r.p.ckptBusy.Store(false)
+		select {
+		case r.p.ckptFree <- struct{}{}:
+		default:
+		}
 	}
 }

@@ -224,12 +224,12 @@ type Ingester struct {
 	reconnects atomic.Uint64
 	badLog     rateLimit
 
-	ckpt        chan round // apply loops → checkpoint writer; nil when checkpoints are off
-	restoring   atomic.Bool
-	restored    atomic.Uint64
-	ckptWrites  atomic.Uint64
-	ckptErrors  atomic.Uint64
-	ckptSkipped atomic.Uint64
+	ckpt         chan round // apply loops → checkpoint writer; nil when checkpoints are off
+	restoring    atomic.Bool
+	restored     atomic.Uint64
+	ckptWrites   atomic.Uint64
+	ckptErrors   atomic.Uint64
+	ckptDeferred atomic.Uint64
 }
 
 // deadLetter is a bad record on its way to the DLQ topic.
@@ -516,9 +516,9 @@ type Stats struct {
 	Restored uint64
 	// CheckpointWrites counts the checkpoint records written (books and
 	// manifests); CheckpointErrors the rounds that failed to be written;
-	// CheckpointSkipped the rounds skipped because the partition's
-	// previous one was still being written.
-	CheckpointWrites, CheckpointErrors, CheckpointSkipped uint64
+	// CheckpointDeferred the rounds put off until the partition's previous
+	// one was written.
+	CheckpointWrites, CheckpointErrors, CheckpointDeferred uint64
 	// Partitions holds one entry per assigned partition, by partition.
 	Partitions []PartitionStats
 }
@@ -561,10 +561,10 @@ func (in *Ingester) Stats() Stats {
 		DLQDropped: in.dlqDropped.Load(),
 		Reconnects: in.reconnects.Load(),
 
-		Restored:          in.restored.Load(),
-		CheckpointWrites:  in.ckptWrites.Load(),
-		CheckpointErrors:  in.ckptErrors.Load(),
-		CheckpointSkipped: in.ckptSkipped.Load(),
+		Restored:           in.restored.Load(),
+		CheckpointWrites:   in.ckptWrites.Load(),
+		CheckpointErrors:   in.ckptErrors.Load(),
+		CheckpointDeferred: in.ckptDeferred.Load(),
 	}
 	for _, r := range Reasons() {
 		s.Bad[r.String()] = 0
@@ -622,14 +622,16 @@ type partition struct {
 	ckptNext  int64                 // input offset of the last checkpoint round taken or restored
 	sinceCkpt int                   // records applied since then
 	caughtUp  bool                  // the partition reached the high watermark it started with
+	ckptDue   bool                  // a round is due once the writer is done with the last one
 
 	// Shared, atomic.
-	startAt    atomic.Int64 // the offset reading started at; -1 until known
-	ckptBusy   atomic.Bool  // a round of this partition waits for the writer
-	ckptOffset atomic.Int64 // input offset of the last round written; -1 before
-	next       atomic.Int64 // next offset to apply; -1 until known
-	hwm        atomic.Int64 // latest high watermark; -1 until known
-	startHWM   atomic.Int64 // high watermark when first reached; -1 until then
+	startAt    atomic.Int64  // the offset reading started at; -1 until known
+	ckptBusy   atomic.Bool   // a round of this partition waits for the writer
+	ckptFree   chan struct{} // the writer is done with a round; size 1
+	ckptOffset atomic.Int64  // input offset of the last round written; -1 before
+	next       atomic.Int64  // next offset to apply; -1 until known
+	hwm        atomic.Int64  // latest high watermark; -1 until known
+	startHWM   atomic.Int64  // high watermark when first reached; -1 until then
 	connected  atomic.Bool
 	records    atomic.Uint64
 	bytes      atomic.Uint64
@@ -669,6 +671,8 @@ func newPartition(in *Ingester, id int) *partition {
 		trades: make(map[string]uint64),
 		skip:   make(map[string]int64),
 		blobs:  make(map[string]cachedBlob),
+
+		ckptFree: make(chan struct{}, 1),
 	}
 	p.startAt.Store(-1)
 	p.ckptOffset.Store(-1)
@@ -931,6 +935,10 @@ func (p *partition) apply(ctx context.Context) {
 			p.serve(r)
 		case <-tick:
 			p.checkpoint(false)
+		case <-p.ckptFree:
+			if p.ckptDue {
+				p.checkpoint(false)
+			}
 		}
 	}
 }
