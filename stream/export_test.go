@@ -1,0 +1,189 @@
+package stream
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"hash/crc32"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/marketd/marketd/book"
+)
+
+// exportMsg is what the test reads of a message.
+type exportMsg struct {
+	Type     string      `json:"type"`
+	Symbol   string      `json:"symbol"`
+	Seq      uint64      `json:"seq"`
+	PrevSeq  *uint64     `json:"prev_seq"`
+	Bids     [][2]string `json:"bids"`
+	Asks     [][2]string `json:"asks"`
+	Checksum uint32      `json:"checksum"`
+	Replay   bool        `json:"replay"`
+}
+
+// TestMessageEncoder follows a book's streams at several depths the way a
+// client does: a snapshot, then updates applied level by level, each
+// chained to the one before and checked against its checksum and against
+// the book itself; trades chained; every message marked as a replay.
+func TestMessageEncoder(t *testing.T) {
+	counts := map[int]int{}
+	for _, depth := range []int{1, 10, 0} {
+		rng := rand.New(rand.NewPCG(1, 2)) // the same events at every depth
+		b := book.New("BTC-USD")
+		var ev book.Event
+		seq := uint64(0)
+		apply := func() *book.Update {
+			for {
+				seq++
+				ev = book.Event{Kind: book.KindLevel, Symbol: "BTC-USD", Seq: seq, TS: int64(seq) * 1000,
+					Side: book.Side(1 + rng.IntN(2)), Price: book.Num(100+rng.IntN(30)) * book.Unit, Size: book.Num(rng.IntN(3)) * book.Unit}
+				if rng.IntN(10) == 0 {
+					ev = book.Event{Kind: book.KindTrade, Symbol: "BTC-USD", Seq: seq, TS: int64(seq) * 1000,
+						TradeID: "t", Side: book.Buy, Price: 110 * book.Unit, Size: book.Unit}
+				}
+				if b.Apply(&ev) == nil {
+					return b.LastUpdate()
+				}
+			}
+		}
+		for range 50 {
+			apply()
+		}
+		e, err := NewMessageEncoder("BTC-USD", depth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Replay = true
+		plain, _ := NewMessageEncoder("BTC-USD", depth)
+		e.SetTradeSeq(7)
+		plain.SetTradeSeq(7)
+
+		local := map[book.Side]map[string]string{book.Buy: {}, book.Sell: {}}
+		read := func(line []byte, p []byte) exportMsg {
+			t.Helper()
+			if !bytes.Equal(line, append(p[:len(p)-1:len(p)-1], `,"replay":true}`...)) {
+				t.Fatalf("replay message %s is not the live one %s marked", line, p)
+			}
+			var m exportMsg
+			if err := json.Unmarshal(line, &m); err != nil || !m.Replay || m.Symbol != "BTC-USD" {
+				t.Fatalf("message %s: %v", line, err)
+			}
+			for side, levels := range map[book.Side][][2]string{book.Buy: m.Bids, book.Sell: m.Asks} {
+				for _, l := range levels {
+					if l[1] == "0" {
+						delete(local[side], l[0])
+					} else {
+						local[side][l[0]] = l[1]
+					}
+				}
+			}
+			return m
+		}
+		check := func(m exportMsg) {
+			t.Helper()
+			want := b.Snapshot(depth)
+			for side, levels := range map[book.Side][]book.Level{book.Buy: want.Bids, book.Sell: want.Asks} {
+				if len(local[side]) != len(levels) {
+					t.Fatalf("depth %d seq %d: the client holds %d %s levels, the book %d", depth, m.Seq, len(local[side]), side, len(levels))
+				}
+				for _, l := range levels {
+					if local[side][l.Price.String()] != l.Size.String() {
+						t.Fatalf("depth %d seq %d: level %s", depth, m.Seq, l.Price)
+					}
+				}
+			}
+			if m.Checksum != clientChecksum(local) || m.Checksum != want.Checksum {
+				t.Fatalf("depth %d seq %d: checksum %d, the client's %d, the book's %d", depth, m.Seq, m.Checksum, clientChecksum(local), want.Checksum)
+			}
+		}
+
+		snap := read(e.AppendSnapshot(nil, b), plain.AppendSnapshot(nil, b))
+		if snap.Type != "snapshot" || snap.Seq != b.Seq() {
+			t.Fatalf("snapshot %+v", snap)
+		}
+		check(snap)
+		last, lastTrade, updates := snap.Seq, uint64(7), 0
+		for range 300 {
+			u := apply()
+			if line := e.AppendUpdate(nil, u); len(line) > 0 {
+				m := read(line, plain.AppendUpdate(nil, u))
+				if m.Type != "update" || m.Seq != u.Seq || m.PrevSeq == nil || *m.PrevSeq != last {
+					t.Fatalf("depth %d: update %+v after seq %d", depth, m, last)
+				}
+				last = m.Seq
+				updates++
+				check(m)
+			} else if plain.AppendUpdate(nil, u) != nil {
+				t.Fatal("the encoders disagree")
+			}
+			if line := e.AppendTrade(nil, u); len(line) > 0 {
+				m := read(line, plain.AppendTrade(nil, u))
+				if m.Type != "trade" || m.Seq != u.Seq || *m.PrevSeq != lastTrade {
+					t.Fatalf("trade %+v after trade %d", m, lastTrade)
+				}
+				lastTrade = m.Seq
+			} else if u.Trade != nil {
+				t.Fatal("no message for a trade")
+			}
+			if u.Ticker != nil {
+				if m := read(e.AppendTicker(nil, u.Ticker), plain.AppendTicker(nil, u.Ticker)); m.Type != "ticker" || m.Seq != u.Seq {
+					t.Fatalf("ticker %+v", m)
+				}
+			}
+		}
+		counts[depth] = updates
+	}
+	// A deeper view changes with more of the same events.
+	if !(0 < counts[1] && counts[1] < counts[10] && counts[10] <= counts[0]) {
+		t.Errorf("updates by depth: %v", counts)
+	}
+	if _, err := NewMessageEncoder("X", 7); err == nil {
+		t.Error("depth 7 accepted")
+	}
+}
+
+// clientChecksum computes the checksum of protocol.md §3 from the levels
+// a client holds, by their wire text.
+func clientChecksum(local map[book.Side]map[string]string) uint32 {
+	sorted := func(side book.Side) []string {
+		ps := slices.Collect(maps.Keys(local[side]))
+		slices.SortFunc(ps, func(a, b string) int {
+			pa, _ := book.ParseNum(a)
+			pb, _ := book.ParseNum(b)
+			if side == book.Buy {
+				return cmp.Compare(pb, pa)
+			}
+			return cmp.Compare(pa, pb)
+		})
+		return ps
+	}
+	bids, asks := sorted(book.Buy), sorted(book.Sell)
+	var sb strings.Builder
+	for i := range 10 {
+		if i < len(bids) {
+			sb.WriteString(bids[i] + ":" + local[book.Buy][bids[i]] + ":")
+		}
+		if i < len(asks) {
+			sb.WriteString(asks[i] + ":" + local[book.Sell][asks[i]] + ":")
+		}
+	}
+	return crc32.ChecksumIEEE([]byte(strings.TrimSuffix(sb.String(), ":")))
+}
+
+func TestAppendBook(t *testing.T) {
+	b := book.New("ETH-USD")
+	if err := b.Apply(&book.Event{Kind: book.KindLevel, Symbol: "ETH-USD", Seq: 5, TS: 9, Side: book.Buy, Price: 3 * book.Unit, Size: book.Unit / 2}); err != nil {
+		t.Fatal(err)
+	}
+	s := b.Snapshot(10)
+	want := `{"symbol":"ETH-USD","seq":5,"ts":9,"bids":[["3","0.5"]],"asks":[],"checksum":` + strconv.FormatUint(uint64(s.Checksum), 10) + "}\n"
+	if got := string(AppendBook(nil, &s)); got != want {
+		t.Errorf("AppendBook = %s, want %s", got, want)
+	}
+}
