@@ -74,10 +74,13 @@ func SymbolName(i int) string { return fmt.Sprintf("SYM%02d", i) }
 // Result is what one load run measured. Rates are per second of the
 // measurement window; the JSON form is what bench/results/*.json hold.
 type Result struct {
-	Scenario string    `json:"scenario,omitempty"`
-	Target   string    `json:"target,omitempty"`
-	Command  string    `json:"command,omitempty"`
-	Started  time.Time `json:"started"`
+	Scenario string `json:"scenario,omitempty"`
+	Target   string `json:"target,omitempty"`
+	Command  string `json:"command,omitempty"`
+	// Repeats is how many runs of the scenario the suite made; this is the
+	// least disturbed of them (0 or 1: a single run).
+	Repeats int       `json:"repeats,omitempty"`
+	Started time.Time `json:"started"`
 
 	Clients   int     `json:"clients"`
 	Connected int     `json:"connected"`

@@ -18,6 +18,7 @@ type summary struct {
 	GoVersion  string                 `json:"go_version"`
 	Commit     string                 `json:"commit,omitempty"` // the binaries' commit (-rev); empty: the work tree
 	Nice       int                    `json:"nice"`
+	Repeat     int                    `json:"repeat"`
 	CPU        string                 `json:"cpu"`
 	LoadBefore string                 `json:"loadavg_before"`
 	LoadAfter  string                 `json:"loadavg_after"`
@@ -70,7 +71,7 @@ func (s *summary) markdown() string {
 	}
 	p("Generated %s by `%s` in %.0f s from %s (%s, %s, 2 cores; load average before %s, after %s).\n",
 		s.Started.Format("2006-01-02 15:04 UTC"), strings.TrimSpace(s.Command), s.Duration, built, s.CPU, s.GoVersion, s.LoadBefore, s.LoadAfter)
-	p("Server pinned to CPU 0 with GOMAXPROCS=1; load generator and a fresh broker per run on CPU 1; all three at niceness %d. ", s.Nice)
+	p("Server pinned to CPU 0 with GOMAXPROCS=1; load generator and a fresh broker per run on CPU 1; all three at niceness %d. Each scenario ran %d time(s); the least disturbed run is shown (higher deliveries/s, then lower p99). ", s.Nice, s.Repeat)
 	p("Raw JSON of every run: `bench/results/<scenario>-<target>.json` (each holds its exact `loadgen` command).\n\n")
 
 	p("*Deliveries/s* is what the clients received; *per core* is deliveries per second of server CPU (deliveries / CPU-seconds), the capacity of one core when the server did not use all of its core; the ratio is marketd/peer of that capacity.\n\n")
