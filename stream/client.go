@@ -31,7 +31,7 @@ type client struct {
 	cancel context.CancelFunc
 
 	lastRead atomic.Int64 // monoNow of the last bytes from the client
-	timer    *time.Timer  // liveness
+	timer    *time.Timer  // liveness; set under mu
 
 	// conflating is set while the queue is past the soft limit and until
 	// the writer caught the client up.
@@ -73,7 +73,9 @@ func (s *Server) newClient(ws *gws.Conn, nc net.Conn, deflateLimit int) *client 
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.lastRead.Store(monoNow())
+	c.mu.Lock() // onTimer reads c.timer under mu
 	c.timer = time.AfterFunc(s.cfg.PingInterval, c.onTimer)
+	c.mu.Unlock()
 	return c
 }
 
@@ -109,7 +111,7 @@ func (c *client) onTimer() {
 		return
 	}
 	c.mu.Lock()
-	closing := c.closing
+	closing, timer := c.closing, c.timer
 	c.mu.Unlock()
 	if closing {
 		return
@@ -121,7 +123,7 @@ func (c *client) onTimer() {
 	if rest := cfg.ReadTimeout - idle; rest < next {
 		next = rest
 	}
-	c.timer.Reset(next)
+	timer.Reset(next)
 }
 
 // pingFrame is the server's ping, shared by every connection.

@@ -270,18 +270,25 @@ func (s *Server) routes() *http.ServeMux {
 }
 
 // servePage serves the live page at / and whatever of its assets lies
-// under /; it answers 404 for other paths, and 405 for other methods on /.
+// under /. Other methods get 405 on / and on the paths of the other routes
+// (which serve GET only), 404 elsewhere.
 func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
-	get := r.Method == http.MethodGet || r.Method == http.MethodHead
-	switch {
-	case r.URL.Path == "/" && !get:
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if s.cfg.Page == nil {
+			http.NotFound(w, r)
+			return
+		}
+		s.cfg.Page.ServeHTTP(w, r)
+		return
+	}
+	get := r.Clone(r.Context())
+	get.Method = http.MethodGet
+	if _, pattern := s.mux.Handler(get); r.URL.Path == "/" || pattern != "/" {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-	case s.cfg.Page == nil || !get:
-		http.NotFound(w, r)
-	default:
-		s.cfg.Page.ServeHTTP(w, r)
+		return
 	}
+	http.NotFound(w, r)
 }
 
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
