@@ -425,7 +425,7 @@ func (in *Ingester) restore(ctx context.Context, parts []*partition, limit func(
 		}
 		if err != nil {
 			if !errors.Is(err, errNoCheckpoint) {
-				in.log.Warn("feed: checkpoints not used, reading the partition in full", "topic", in.cfg.CheckpointTopic, "partition", p.id, "err", err)
+				in.log.Log(ctx, in.quiet, "feed: checkpoints not used, reading the partition in full", "topic", in.cfg.CheckpointTopic, "partition", p.id, "err", err)
 			}
 			continue
 		}

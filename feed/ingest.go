@@ -224,6 +224,10 @@ type Ingester struct {
 	reconnects atomic.Uint64
 	badLog     rateLimit
 
+	// quiet is the level of the lines about bad records and unused
+	// checkpoints: warnings for the live path, news for a replay.
+	quiet slog.Level
+
 	ckpt         chan round // apply loops → checkpoint writer; nil when checkpoints are off
 	restoring    atomic.Bool
 	restored     atomic.Uint64
@@ -253,6 +257,7 @@ func New(cfg Config) (*Ingester, error) {
 		stopped: make(chan struct{}),
 		symbols: make(map[string]*partition),
 		dlq:     make(chan deadLetter, cfg.DLQBuffer),
+		quiet:   slog.LevelWarn,
 	}
 	if in.sink == nil {
 		in.sink = book.SinkFunc(func(*book.Update) {})

@@ -175,7 +175,7 @@ type ReplayRange struct {
 func Replay(ctx context.Context, cfg ReplayConfig, h ReplayHandler) (ReplayStats, error) {
 	var st ReplayStats
 	if err := cfg.Validate(); err != nil {
-		return st, fmt.Errorf("replay: %w", err)
+		return st, fmt.Errorf("replay config: %w", err)
 	}
 	in, err := New(Config{
 		Brokers:            cfg.Brokers,
@@ -188,14 +188,17 @@ func Replay(ctx context.Context, cfg ReplayConfig, h ReplayHandler) (ReplayStats
 		FetchMaxBytes:      cfg.FetchMaxBytes,
 	})
 	if err != nil {
-		return st, fmt.Errorf("replay: %w", err)
+		return st, fmt.Errorf("replay config: %w", err)
 	}
+	// Bad records in history, and checkpoints taken after the range, are
+	// news for a replay, not warnings.
+	in.quiet = slog.LevelInfo
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	ids, err := in.replayPartitions(ctx, cfg)
 	if err != nil {
-		return st, fmt.Errorf("replay: %w", err)
+		return st, err
 	}
 	parts := make([]*partition, len(ids))
 	from := make(map[*partition]int64, len(ids))
@@ -203,7 +206,7 @@ func Replay(ctx context.Context, cfg ReplayConfig, h ReplayHandler) (ReplayStats
 		p := newPartition(in, id)
 		first, f, end, err := in.replayRange(ctx, p, cfg)
 		if err != nil {
-			return st, fmt.Errorf("replay: %w", err)
+			return st, err
 		}
 		p.start, p.end, from[p] = first, end, f
 		parts[i] = p
