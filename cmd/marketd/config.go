@@ -20,6 +20,8 @@ const (
 	defaultPartitions   = 4
 	defaultSimRate      = 200
 	defaultShutdown     = 10 * time.Second
+	defaultCkptInterval = 30 * time.Second
+	defaultCkptRecords  = 500_000
 	envPrefix           = "MARKETD_"
 )
 
@@ -33,6 +35,12 @@ type config struct {
 	Partitions   []int // partitions this instance reads; nil = all
 	NumParts     int   // partitions of the embedded broker's topics
 	EmbeddedDir  string
+	DLQ          bool // copy bad records to DLQTopic
+
+	CheckpointTopic    string
+	CheckpointInterval time.Duration // 0 = no checkpoints
+	CheckpointRecords  int           // 0 = by time only
+	FullReplay         bool          // ignore the checkpoints at start
 
 	Simulate    bool
 	simulateSet bool
@@ -77,6 +85,11 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	fs.StringVar(&c.EmbeddedDir, "embedded-dir", "", "`directory` where the embedded broker keeps its log across restarts (empty = memory only)")
 	fs.StringVar(&c.Topic, "topic", defaultTopic, "input `topic`")
 	fs.StringVar(&c.DLQTopic, "dlq-topic", "", "dead-letter `topic` for bad records (default <topic>.dlq)")
+	fs.BoolVar(&c.DLQ, "dlq", true, "copy bad records to the dead-letter topic (set false on all but one instance reading the same partitions)")
+	fs.StringVar(&c.CheckpointTopic, "checkpoint-topic", "", "compacted `topic` of book checkpoints (default <topic>.checkpoints)")
+	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", defaultCkptInterval, "checkpoint the books at least this `often` (0 = write no checkpoints)")
+	fs.IntVar(&c.CheckpointRecords, "checkpoint-records", defaultCkptRecords, "also checkpoint a partition after this many `records` (0 = by time only)")
+	fs.BoolVar(&c.FullReplay, "full-replay", false, "rebuild the books from the start of the topic at start, ignoring the checkpoints")
 	fs.StringVar(&partitions, "partitions", "", "comma-separated `list` of partitions this instance reads (default all)")
 	fs.IntVar(&c.NumParts, "embedded-partitions", defaultPartitions, "`number` of partitions of the embedded broker's topics")
 	fs.Func("simulate", "run the market simulator (default true with the embedded broker, else false)", func(s string) error {
@@ -104,7 +117,7 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdown, "how `long` a graceful shutdown may take")
 	usage := func() {
 		w := usageOut
-		fmt.Fprintf(w, "Usage: %s [flags]\n       %s health [-url URL]\n\n", name, name)
+		fmt.Fprintf(w, "Usage: %s [flags]\n       %s health [-url URL]\n       %s replay [flags]   (see %s replay -h)\n\n", name, name, name, name)
 		fmt.Fprintf(w, "marketd streams market data from Kafka to WebSocket clients. With no flags it\n")
 		fmt.Fprintf(w, "starts an embedded Kafka broker, the market simulator and the live page on %s.\n", defaultListen)
 		fmt.Fprintf(w, "Every flag can also be set by the environment variable %s<NAME>\n", envPrefix)
@@ -186,12 +199,17 @@ func (c *config) validate() error {
 		return errors.New("-queue-hard must be larger than -queue-soft, both positive")
 	case c.RingSize < 1 || c.MaxSubs < 1:
 		return errors.New("-ring-size and -max-subscriptions must be at least 1")
+	case c.CheckpointInterval < 0 || c.CheckpointRecords < 0:
+		return errors.New("-checkpoint-interval and -checkpoint-records must not be negative")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
 	}
 	if c.DLQTopic == "" {
 		c.DLQTopic = c.Topic + ".dlq"
+	}
+	if c.CheckpointTopic == "" {
+		c.CheckpointTopic = c.Topic + ".checkpoints"
 	}
 	return nil
 }

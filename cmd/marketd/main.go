@@ -40,6 +40,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if len(args) > 0 && args[0] == "health" {
 		return runHealth(ctx, args[1:], stderr)
 	}
+	if len(args) > 0 && args[0] == "replay" {
+		return runReplay(ctx, args[1:], stdout, stderr, getenv)
+	}
 	cfg, err := parseConfig("marketd", args, getenv, stderr)
 	if err != nil {
 		return err

@@ -44,7 +44,7 @@ func parseReplay(args []string, getenv func(string) string, usageOut io.Writer) 
 		partition, fromOff, toOff        int64
 		symbols                          []string
 	)
-	fs.StringVar(&brokers, "brokers", defaultReplayBrokers, "Kafka bootstrap `brokers`, comma-separated (default: a local marketd's embedded broker)")
+	fs.StringVar(&brokers, "brokers", defaultReplayBrokers, "Kafka bootstrap `brokers`, comma-separated")
 	fs.StringVar(&c.feed.Topic, "topic", defaultTopic, "input `topic`")
 	fs.StringVar(&c.feed.CheckpointTopic, "checkpoint-topic", "", "checkpoint `topic` (default <topic>.checkpoints)")
 	fs.StringVar(&from, "from", "", "start of the range: RFC 3339 `time` or Unix microseconds (default: the start of the topic)")

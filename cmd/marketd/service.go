@@ -82,13 +82,26 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 	// The ingester publishes into the server's hub, and the server asks the
 	// ingester for books: hub is set before the ingester runs.
 	var hub book.Sink
+	// marketd says 0 for "off"; feed says negative (its 0 is the default).
+	ckptInterval, ckptRecords := cfg.CheckpointInterval, cfg.CheckpointRecords
+	if ckptInterval == 0 {
+		ckptInterval = -1
+	}
+	if ckptRecords == 0 {
+		ckptRecords = -1
+	}
 	s.ingester, err = feed.New(feed.Config{
-		Brokers:    brokers,
-		Topic:      cfg.Topic,
-		DLQTopic:   cfg.DLQTopic,
-		Partitions: cfg.Partitions,
-		Sink:       book.SinkFunc(func(u *book.Update) { hub.Publish(u) }),
-		Logger:     logger.With("component", "feed"),
+		Brokers:            brokers,
+		Topic:              cfg.Topic,
+		DLQTopic:           cfg.DLQTopic,
+		DisableDLQ:         !cfg.DLQ,
+		Partitions:         cfg.Partitions,
+		Sink:               book.SinkFunc(func(u *book.Update) { hub.Publish(u) }),
+		Logger:             logger.With("component", "feed"),
+		CheckpointTopic:    cfg.CheckpointTopic,
+		CheckpointInterval: ckptInterval,
+		CheckpointRecords:  ckptRecords,
+		FullReplay:         cfg.FullReplay,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configure ingest: %w", err)
