@@ -143,35 +143,41 @@ func (p *Producer) Partitions() int { return p.parts }
 func (p *Producer) Seed(ctx context.Context) error {
 	batch := make([][]kafka.Record, p.parts)
 	for _, sym := range p.cfg.Symbols {
-		b := &simBook{}
-		bid, ask := int64(basePriceTicks), int64(basePriceTicks+1)
-		for range p.cfg.Levels {
-			b.bids = append(b.bids, bid)
-			b.asks = append(b.asks, ask)
-			bid -= 1 + p.rng.Int64N(2)
-			ask += 1 + p.rng.Int64N(2)
-		}
-		p.books[sym] = b
-		buf := p.appendHead(nil, "snapshot", sym, time.Now().UnixMicro())
-		buf = append(buf, `,"bids":[`...)
-		for i, px := range b.bids {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = p.appendLevel(buf, px)
-		}
-		buf = append(buf, `],"asks":[`...)
-		for i, px := range b.asks {
-			if i > 0 {
-				buf = append(buf, ',')
-			}
-			buf = p.appendLevel(buf, px)
-		}
-		buf = append(buf, "]}"...)
+		buf := p.seedEvent(nil, sym, time.Now().UnixMicro())
 		part := p.partition(sym)
 		batch[part] = append(batch[part], kafka.Record{Key: kafka.NewBytes([]byte(sym)), Value: kafka.NewBytes(buf)})
 	}
 	return p.send(ctx, batch)
+}
+
+// seedEvent builds a fresh model of sym's book, Levels per side 1-2 ticks
+// apart around basePriceTicks, and appends its snapshot event.
+func (p *Producer) seedEvent(buf []byte, sym string, ts int64) []byte {
+	b := &simBook{}
+	bid, ask := int64(basePriceTicks), int64(basePriceTicks+1)
+	for range p.cfg.Levels {
+		b.bids = append(b.bids, bid)
+		b.asks = append(b.asks, ask)
+		bid -= 1 + p.rng.Int64N(2)
+		ask += 1 + p.rng.Int64N(2)
+	}
+	p.books[sym] = b
+	buf = p.appendHead(buf, "snapshot", sym, ts)
+	buf = append(buf, `,"bids":[`...)
+	for i, px := range b.bids {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = p.appendLevel(buf, px)
+	}
+	buf = append(buf, `],"asks":[`...)
+	for i, px := range b.asks {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = p.appendLevel(buf, px)
+	}
+	return append(buf, "]}"...)
 }
 
 func (p *Producer) appendLevel(buf []byte, px int64) []byte {

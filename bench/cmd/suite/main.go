@@ -66,7 +66,7 @@ type scenario struct {
 const mixed = "5x ticker:@1; 3x book:@1:10+trades:@1; 1x book:@1:50; 1x ticker:*"
 
 var scenarios = []scenario{
-	// The sat- scenarios offer ~1.2M deliveries/s (about 0.93 depth-10
+	// The sat- scenarios offer ~1.2M deliveries/s (about 0.92 depth-10
 	// updates per record), near what the load generator can read on one
 	// core: a server that keeps up shows its capacity as deliveries per
 	// CPU-second instead.

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"encoding/xml"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/marketd/marketd/bench"
+)
+
+func result(scenario, target string, deliv float64, p99 int64, cpu float64) *bench.Result {
+	return &bench.Result{
+		Scenario: scenario, Target: target, Clients: 1000, Window: 1, Deliveries: int64(deliv), DeliveriesPerSec: deliv,
+		ProducedPerSec: 100, PayloadPerMsg: 160, WirePerMsg: 164,
+		Latency: bench.Latency{Count: 10, P50: p99 / 2, P99: p99, P999: p99 + 1, Max: p99 + 2},
+		Server:  &bench.ServerStats{CPU: cpu, CPUShare: cpu, RSSPerConn: 14 << 10, RSSConnected: 100 << 20, SyscWPerDeliv: 0.1},
+	}
+}
+
+// TestSummary renders a summary of known figures and checks the ratios
+// of the table and that every plot is well-formed SVG.
+func TestSummary(t *testing.T) {
+	sum := &summary{
+		Command: "go run ./bench/cmd/suite", Repeat: 1,
+		Results: []*bench.Result{
+			result("sat-1k", "marketd", 1_000_000, 5000, 0.5), // 2M per core
+			result("sat-1k", "peer", 150_000, 900_000, 1.0),   // 150k per core
+			result("lat-1k-100", "marketd", 90_000, 4000, 0.5),
+			result("idle-10k", "marketd", 0, 0, 0.01),
+		},
+		Ceilings: []*bench.CeilingResult{{Conns: 1000, Size: 164, Batch: 1, MsgsPerSec: 250_000}, {Conns: 1000, Size: 164, Batch: ceilingBatch, MsgsPerSec: 4_000_000}},
+	}
+	md := sum.markdown()
+	for _, want := range []string{
+		"| sat-1k | 1000 | 100 | 1000000 | 150000 | 2000000 | 150000 | 13.33× |",
+		"| 1000 | 2000000 | 150000 | 250000 | 4000000 | 8.00× | 0.50× |",
+		"| idle-10k | 1000 | 14.0 | – |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	s := &suite{img: t.TempDir(), log: os.Stderr}
+	if err := s.plots(sum); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(s.img, "*.svg"))
+	if len(files) != 4 {
+		t.Fatalf("%d plots, want 4", len(files))
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := xml.NewDecoder(strings.NewReader(string(b)))
+		for {
+			if _, err := d.Token(); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Errorf("%s: not well-formed: %v", f, err)
+				break
+			}
+		}
+	}
+}
+
+func TestBetter(t *testing.T) {
+	a := result("x", "m", 1000, 5000, 1)
+	if !better(result("x", "m", 1000, 4000, 1), a) || better(result("x", "m", 1000, 6000, 1), a) {
+		t.Error("equal deliveries: the lower p99 should win")
+	}
+	if !better(result("x", "m", 1100, 9000, 1), a) || better(result("x", "m", 900, 10, 1), a) {
+		t.Error("deliveries more than 3% apart should decide")
+	}
+}
+
+func TestReplaceBlock(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "doc.md")
+	doc := "# t\n\n## mine\n\n" + markerBegin + "\nold\n" + markerEnd + "\n\n## theirs\nkeep\n"
+	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := replaceBlock(p, "new\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	if want := "# t\n\n## mine\n\n" + markerBegin + "\nnew\n" + markerEnd + "\n\n## theirs\nkeep\n"; string(b) != want {
+		t.Errorf("got\n%s\nwant\n%s", b, want)
+	}
+}
+
+func TestShellJoin(t *testing.T) {
+	if got := shellJoin([]string{"-rev", "", "-only", "a,b", "-mix", "x y", "it's"}); got != `-rev '' -only a,b -mix 'x y' 'it'\''s'` {
+		t.Errorf("shellJoin = %s", got)
+	}
+}
