@@ -66,6 +66,25 @@ type Config struct {
 	Seed uint64
 	// Log, if set, receives progress lines.
 	Log io.Writer
+	// AllowRemote lets URL and Brokers name hosts other than loopback.
+	// Off by default: a load run is bounded in count and time, but it is
+	// still a flood, meant for a server on this machine.
+	AllowRemote bool
+}
+
+// checkLoopback returns an error unless hostport names a loopback host.
+func checkLoopback(hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%s is not a loopback address (set AllowRemote to load another host)", hostport)
 }
 
 // SymbolName returns the name of symbol i of the universe.
@@ -167,8 +186,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.URL == "" || len(cfg.Brokers) == 0 {
 		return nil, errors.New("load: URL and brokers are required")
 	}
-	if _, err := url.Parse(cfg.URL); err != nil {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
 		return nil, fmt.Errorf("load: parse URL: %w", err)
+	}
+	if !cfg.AllowRemote {
+		for _, hp := range append([]string{u.Host}, cfg.Brokers...) {
+			if err := checkLoopback(hp); err != nil {
+				return nil, fmt.Errorf("load: %w", err)
+			}
+		}
 	}
 	if cfg.Clients <= 0 {
 		cfg.Clients = 1

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -31,5 +32,22 @@ func TestParseMix(t *testing.T) {
 		if _, err := ParseMix(bad); err == nil {
 			t.Errorf("ParseMix(%q): no error", bad)
 		}
+	}
+}
+
+func TestLoopbackOnly(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:80", "localhost:9092", "[::1]:1", "127.9.9.9"} {
+		if err := checkLoopback(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"10.0.0.1:80", "example.com:9092", "[2001:db8::1]:1", "0.0.0.0:80"} {
+		if err := checkLoopback(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+	_, err := Run(t.Context(), Config{URL: "ws://192.0.2.1:8080/v1/ws", Brokers: []string{"127.0.0.1:9092"}})
+	if err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Errorf("Run to a remote host: %v", err)
 	}
 }
