@@ -7,8 +7,11 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -66,10 +69,68 @@ type Config struct {
 	Seed uint64
 	// Log, if set, receives progress lines.
 	Log io.Writer
+	// MetricsURL, if set, is the target's Prometheus endpoint: at the end
+	// of the window the load generator reads the gauges of TargetGauges
+	// from it (where a backlog sits: in Kafka or in the client queues).
+	MetricsURL string
 	// AllowRemote lets URL and Brokers name hosts other than loopback.
 	// Off by default: a load run is bounded in count and time, but it is
 	// still a flood, meant for a server on this machine.
 	AllowRemote bool
+}
+
+// TargetGauges are the marketd gauges a run records with Config.MetricsURL:
+// the records not yet applied (Kafka consumer lag) and the bytes waiting in
+// the client queues.
+var TargetGauges = []string{"marketd_ingest_lag_records", "marketd_stream_queued_bytes"}
+
+// scrapeGauges reads the Prometheus text at url and returns the sum over
+// labels of each named metric that it holds.
+func scrapeGauges(ctx context.Context, url string, names []string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics: GET %s: %s", url, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("metrics: read %s: %w", url, err)
+	}
+	out := make(map[string]float64)
+	for line := range strings.Lines(string(body)) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			// The value follows the labels, which may hold spaces.
+			name = name[:i]
+			j := strings.LastIndexByte(line, '}')
+			rest = strings.TrimSpace(line[j+1:])
+		}
+		if !slices.Contains(names, name) {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics: %s value %q: %w", name, f[0], err)
+		}
+		out[name] += v
+	}
+	return out, nil
 }
 
 // checkLoopback returns an error unless hostport names a loopback host.
@@ -136,8 +197,11 @@ type Result struct {
 	Unreadable int64       `json:"unreadable"`
 	CloseCodes map[int]int `json:"close_codes,omitempty"`
 
-	Server  *ServerStats `json:"server,omitempty"`
-	Loadgen LoadStats    `json:"loadgen"`
+	Server *ServerStats `json:"server,omitempty"`
+	// Gauges holds the target's TargetGauges at the end of the window,
+	// summed over their labels (with Config.MetricsURL).
+	Gauges  map[string]float64 `json:"target_gauges,omitempty"`
+	Loadgen LoadStats          `json:"loadgen"`
 
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -324,6 +388,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.ServerPID != 0 {
 		if serverW1, err = ReadProc(cfg.ServerPID); err != nil {
 			return nil, fmt.Errorf("load: server (did it die?): %w", err)
+		}
+	}
+	if cfg.MetricsURL != "" {
+		if res.Gauges, err = scrapeGauges(ctx, cfg.MetricsURL, TargetGauges); err != nil {
+			res.Warnings = append(res.Warnings, err.Error())
 		}
 	}
 	stopProducer()
@@ -549,6 +618,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("gaps", "%d prev_seq gaps, %d notices, %d conflated, %d errors, %d unreadable", r.Gaps, r.Notices, r.Conflated, r.Errors, r.Unreadable)
 	if len(r.CloseCodes) > 0 {
 		row("closed", "%v (by close code)", r.CloseCodes)
+	}
+	if len(r.Gauges) > 0 {
+		row("target gauges", "%v (end of window)", r.Gauges)
 	}
 	if s := r.Server; s != nil {
 		row("server rss", "%.1f MB before, %.1f MB connected, %.1f MB end: %.1f KB/conn", mb(s.RSSBefore), mb(s.RSSConnected), mb(s.RSSEnd), s.RSSPerConn/1024)

@@ -8,11 +8,15 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/marketd/marketd/book"
 	"github.com/marketd/marketd/feed"
@@ -30,7 +34,9 @@ func startMarketd(t *testing.T, brokers []string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := stream.NewServer(stream.Config{Books: in, Ready: in.Ready, Logger: discard})
+	reg := prometheus.NewRegistry()
+	srv, err := stream.NewServer(stream.Config{Books: in, Ready: in.Ready, Logger: discard, Registerer: reg,
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +111,7 @@ func TestSmoke(t *testing.T) {
 				URL: url, Brokers: brokers, Clients: 60, Symbols: 3, Hot: 0.5, Rate: 300,
 				Mix:      "book:@1:10; 1x ticker:@1; 1x book:@1:1+trades:@2",
 				Duration: 2 * time.Second, Warmup: 500 * time.Millisecond, Compress: tt.compress,
-				ServerPID: os.Getpid(), Log: &log,
+				ServerPID: os.Getpid(), Log: &log, MetricsURL: metricsURL(url, tt.name),
 			})
 			if err != nil {
 				t.Fatalf("run: %v\n%s", err, log.String())
@@ -114,8 +120,22 @@ func TestSmoke(t *testing.T) {
 			_ = res.WriteTable(&table)
 			t.Logf("\n%s", table.String())
 			checkSane(t, res)
+			if res.Gauges != nil {
+				if _, ok := res.Gauges["marketd_stream_queued_bytes"]; !ok {
+					t.Errorf("target gauges %v lack marketd_stream_queued_bytes", res.Gauges)
+				}
+			}
 		})
 	}
+}
+
+// metricsURL returns marketd's /metrics beside the WebSocket URL, and
+// nothing for the peer, which has none.
+func metricsURL(wsURL, name string) string {
+	if !strings.HasPrefix(name, "marketd") {
+		return ""
+	}
+	return strings.Replace(strings.TrimSuffix(wsURL, "/v1/ws"), "ws://", "http://", 1) + "/metrics"
 }
 
 func checkSane(t *testing.T, r *Result) {
@@ -160,5 +180,26 @@ func TestCeiling(t *testing.T) {
 	}
 	if _, err := MeasureCeiling(context.Background(), CeilingConfig{Addr: ln.Addr().String(), Size: 1 << 20, Batch: 2}); err == nil {
 		t.Error("oversized batch accepted")
+	}
+}
+
+func TestScrapeGauges(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "# HELP x y\n# TYPE marketd_ingest_lag_records gauge\n"+
+			"marketd_ingest_lag_records{partition=\"0\"} 41\n"+
+			"marketd_ingest_lag_records{partition=\"1\",note=\"a b\"} 1.5e+01\n"+
+			"marketd_stream_queued_bytes 4.69087e+06\n"+
+			"marketd_stream_connections 10000\n")
+	}))
+	defer srv.Close()
+	g, err := scrapeGauges(context.Background(), srv.URL, TargetGauges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g["marketd_ingest_lag_records"] != 56 || g["marketd_stream_queued_bytes"] != 4690870 || len(g) != 2 {
+		t.Errorf("gauges = %v", g)
+	}
+	if _, err := scrapeGauges(context.Background(), srv.URL+"/nope\x7f", TargetGauges); err == nil {
+		t.Error("bad URL accepted")
 	}
 }

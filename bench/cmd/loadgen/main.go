@@ -56,6 +56,7 @@ func main() {
 	flag.IntVar(&cfg.DialConcurrency, "dial-concurrency", bench.DefaultDialConcurrency, "connections opened at once")
 	flag.DurationVar(&cfg.ReadyTimeout, "ready-timeout", bench.DefaultReadyTimeout, "bound on connecting and subscribing every client")
 	flag.Uint64Var(&cfg.Seed, "seed", 1, "event generator seed")
+	flag.StringVar(&cfg.MetricsURL, "metrics", "", "target's Prometheus `URL`: record its ingest lag and queued bytes at the end of the window")
 	flag.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a target or brokers that are not on loopback")
 	flag.BoolVar(&asJSON, "json", false, "write the result as JSON instead of a table")
 	flag.StringVar(&out, "o", "", "also write the JSON result to this `file`")

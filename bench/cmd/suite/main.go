@@ -472,6 +472,9 @@ func (s *suite) runOne(ctx context.Context, sc scenario, t string, rep int) (*be
 		"-symbols", strconv.Itoa(sc.Symbols), "-hot", strconv.FormatFloat(sc.Hot, 'g', -1, 64),
 		"-rate", strconv.Itoa(sc.Rate), "-duration", window.String(), "-pid", strconv.Itoa(p.cmd.Process.Pid),
 		"-scenario", sc.Name, "-target", t, "-o", jsonPath}
+	if t == "marketd" {
+		args = append(args, "-metrics", strings.TrimSuffix(strings.Replace(url, "ws://", "http://", 1), "/v1/ws")+"/metrics")
+	}
 	if sc.Warmup > 0 {
 		args = append(args, "-warmup", sc.Warmup.String())
 	}

@@ -75,8 +75,8 @@ func (s *summary) markdown() string {
 	p("Raw JSON of every run: `bench/results/<scenario>-<target>.json` (each holds its exact `loadgen` command).\n\n")
 
 	p("*Deliveries/s* is what the clients received; *per core* is deliveries per second of server CPU (deliveries / CPU-seconds), the capacity of one core when the server did not use all of its core; the ratio is marketd/peer of that capacity.\n\n")
-	p("| scenario | clients | records/s | deliveries/s marketd | deliveries/s peer | per core marketd | per core peer | marketd/peer per core | p50 / p99 / p99.9 ms marketd | p50 / p99 / p99.9 ms peer | server CPU marketd / peer | write syscalls per delivery marketd / peer | gaps / notices marketd |\n")
-	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	p("| scenario | clients | records/s | deliveries/s marketd | deliveries/s peer | per core marketd | per core peer | marketd/peer per core | p50 / p99 / p99.9 ms marketd | p50 / p99 / p99.9 ms peer | server CPU marketd / peer | write syscalls per delivery marketd / peer | gaps / notices marketd | backlog at the end marketd: Kafka lag (records) / client queues (KB) |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sc := range scenarios {
 		m, pe := s.get(sc.Name, "marketd"), s.get(sc.Name, "peer")
 		if m == nil && pe == nil {
@@ -110,9 +110,17 @@ func (s *summary) markdown() string {
 		if produced == nil {
 			produced = pe
 		}
-		p("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s |\n", sc.Name, sc.Clients, produced.ProducedPerSec,
+		backlog := func(r *bench.Result) string {
+			lag, ok1 := r.Gauges["marketd_ingest_lag_records"]
+			q, ok2 := r.Gauges["marketd_stream_queued_bytes"]
+			if !ok1 && !ok2 {
+				return "–"
+			}
+			return fmt.Sprintf("%.0f / %.0f", lag, q/1024)
+		}
+		p("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s |\n", sc.Name, sc.Clients, produced.ProducedPerSec,
 			field(m, deliv), field(pe, deliv), field(m, perCore), field(pe, perCore), rt, field(m, lat), field(pe, lat), field(m, share), field(pe, share), field(m, sys), field(pe, sys),
-			field(m, func(r *bench.Result) string { return fmt.Sprintf("%d / %d", r.Gaps, r.Notices) }))
+			field(m, func(r *bench.Result) string { return fmt.Sprintf("%d / %d", r.Gaps, r.Notices) }), field(m, backlog))
 	}
 	p("\n")
 
