@@ -79,3 +79,35 @@ func FuzzScanMessage(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkScanMessage measures the load generator's per-message parse of a
+// typical book delta (what it pays for every delivery besides the read).
+func BenchmarkScanMessage(b *testing.B) {
+	msg := []byte(`{"type":"update","channel":"book","symbol":"SYM00","seq":123457,"prev_seq":123456,"ts":1763900000001000,"bids":[["10000.01","12.3456"]],"asks":[["10000.05","0"],["10000.09","3.5"]],"checksum":1189341132}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	var m wireMsg
+	for b.Loop() {
+		if err := scanMessage(msg, &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkClientHandle measures a client's whole per-message work after
+// the read: scan, seq chain, counters and latency histogram.
+func BenchmarkClientHandle(b *testing.B) {
+	c := &counters{closeCodes: map[int]int{}}
+	c.measuring.Store(true)
+	lc := newLoadClient(c, 0)
+	lines := make([][]byte, 1024) // a chain of seqs; it breaks once per lap
+	for i := range lines {
+		lines[i] = []byte(`{"type":"update","channel":"book","symbol":"SYM00","seq":` + strconv.Itoa(i+2) + `,"prev_seq":` + strconv.Itoa(i+1) + `,"ts":1763900000001000,"bids":[["10000.01","12.3456"]],"asks":[],"checksum":1}`)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		lc.handle(lines[i%len(lines)], 1763900000002000, true)
+		i++
+	}
+}
