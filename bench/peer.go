@@ -80,7 +80,7 @@ type Peer struct {
 }
 
 // NewPeer starts the peer: the embedded broker if no brokers are given,
-// the partition readers, and the WebSocket server on ln (/v1/ws).
+// the ingester, and the WebSocket server on ln (/v1/ws).
 func NewPeer(ctx context.Context, cfg PeerConfig, ln net.Listener) (*Peer, error) {
 	if cfg.Topic == "" {
 		cfg.Topic = feed.DefaultTopic
