@@ -71,6 +71,16 @@ func TestParseProc(t *testing.T) {
 	if _, _, _, err := parseIO([]byte("rchar: 1\n")); err == nil {
 		t.Error("io without syscw accepted")
 	}
+	busy, err := parseCPUBusy([]byte("cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 100 1 50 900 7 2 3 4 0 0\ncpu1 9 9 9 9 9 9 9 9 0 0\n"), 0)
+	if err != nil || busy.Seconds() != 1.60 {
+		t.Errorf("cpu0 busy = %v, %v; want 1.6s", busy, err)
+	}
+	if _, err := parseCPUBusy([]byte("cpu0 1 2\n"), 0); err == nil {
+		t.Error("short cpu line accepted")
+	}
+	if _, err := ReadCPUBusy(0); err != nil {
+		t.Error(err)
+	}
 	self, err := ReadProc(0)
 	if err != nil || self.RSS <= 0 || self.CPU < 0 {
 		t.Errorf("ReadProc(self) = %+v, %v", self, err)

@@ -61,6 +61,11 @@ type Config struct {
 	Compress bool
 	// ServerPID is the target's process id, for its /proc counters; 0 skips them.
 	ServerPID int
+	// ServerCPU is the CPU the target is pinned to: default 0, where the
+	// suite pins it; negative means unknown. With ServerPID, the result
+	// says how much of that CPU other processes took during the window
+	// (ServerStats.OthersShare): the disturbance of a shared machine.
+	ServerCPU int
 	// DialConcurrency bounds connections being opened at once. Default 64.
 	DialConcurrency int
 	// ReadyTimeout bounds connecting and subscribing every client. Default 90 s.
@@ -231,6 +236,9 @@ type ServerStats struct {
 	CPU           float64 `json:"cpu_s"`
 	CPUShare      float64 `json:"cpu_share"`
 	CPUPerMillion float64 `json:"cpu_s_per_million"`
+	// OthersShare is the share of the server's CPU that other processes
+	// used in the window (with Config.ServerCPU; -1 when unknown).
+	OthersShare float64 `json:"others_cpu_share"`
 	// SyscW is the write syscalls made in the window, per delivery.
 	SyscW          int64   `json:"syscw"`
 	SyscWPerDeliv  float64 `json:"syscw_per_delivery"`
@@ -362,9 +370,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("load: self: %w", err)
 	}
 	var serverW0 ProcSample
+	var busy0 time.Duration
 	if cfg.ServerPID != 0 {
 		if serverW0, err = ReadProc(cfg.ServerPID); err != nil {
 			return nil, fmt.Errorf("load: server: %w", err)
+		}
+		if cfg.ServerCPU >= 0 {
+			if busy0, err = ReadCPUBusy(cfg.ServerCPU); err != nil {
+				return nil, fmt.Errorf("load: %w", err)
+			}
 		}
 	}
 	produced0 := prod.Produced.Load()
@@ -385,9 +399,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("load: self: %w", err)
 	}
 	var serverW1 ProcSample
+	var busy1 time.Duration
 	if cfg.ServerPID != 0 {
 		if serverW1, err = ReadProc(cfg.ServerPID); err != nil {
 			return nil, fmt.Errorf("load: server (did it die?): %w", err)
+		}
+		if cfg.ServerCPU >= 0 {
+			if busy1, err = ReadCPUBusy(cfg.ServerCPU); err != nil {
+				return nil, fmt.Errorf("load: %w", err)
+			}
 		}
 	}
 	if cfg.MetricsURL != "" {
@@ -440,7 +460,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		s := &ServerStats{
 			PID: cfg.ServerPID, RSSBefore: server0.RSS, RSSConnected: server1.RSS, RSSEnd: serverW1.RSS,
 			CPU: wd.CPU.Seconds(), CPUShare: wd.CPUShare(), SyscW: wd.SyscW,
-			SyscWPerSecond: float64(wd.SyscW) / win,
+			SyscWPerSecond: float64(wd.SyscW) / win, OthersShare: -1,
+		}
+		if cfg.ServerCPU >= 0 {
+			s.OthersShare = max(0, (busy1-busy0-wd.CPU).Seconds()/win)
 		}
 		if res.Connected > 0 {
 			s.RSSPerConn = float64(server1.RSS-server0.RSS) / float64(res.Connected)
@@ -625,6 +648,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	if s := r.Server; s != nil {
 		row("server rss", "%.1f MB before, %.1f MB connected, %.1f MB end: %.1f KB/conn", mb(s.RSSBefore), mb(s.RSSConnected), mb(s.RSSEnd), s.RSSPerConn/1024)
 		row("server cpu", "%.0f%% of a core, %.2f s per million deliveries", 100*s.CPUShare, s.CPUPerMillion)
+		if s.OthersShare >= 0 {
+			row("others on its cpu", "%.0f%% of the core used by other processes in the window", 100*s.OthersShare)
+		}
 		row("server writes", "%.0f syscalls/s, %.3f per delivery", s.SyscWPerSecond, s.SyscWPerDeliv)
 	}
 	row("loadgen cpu", "%.0f%% of a core", 100*r.Loadgen.CPUShare)

@@ -166,3 +166,37 @@ func (d ProcDelta) CPUShare() float64 {
 	}
 	return d.CPU.Seconds() / d.Elapsed.Seconds()
 }
+
+// ReadCPUBusy returns the time CPU cpu has spent busy (user, nice, system,
+// irq, softirq, steal) since boot, from /proc/stat.
+func ReadCPUBusy(cpu int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	return parseCPUBusy(b, cpu)
+}
+
+func parseCPUBusy(stat []byte, cpu int) (time.Duration, error) {
+	prefix := []byte("cpu" + strconv.Itoa(cpu) + " ")
+	for line := range bytes.Lines(stat) {
+		rest, ok := bytes.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		if len(f) < 8 {
+			return 0, fmt.Errorf("cpu%d line %q: too few fields", cpu, line)
+		}
+		var busy int64
+		for _, i := range []int{0, 1, 2, 5, 6, 7} { // user nice system irq softirq steal
+			v, err := strconv.ParseInt(string(f[i]), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("cpu%d field %d: %w", cpu, i, err)
+			}
+			busy += v
+		}
+		return time.Duration(busy) * time.Second / clockTicks, nil
+	}
+	return 0, fmt.Errorf("no cpu%d in /proc/stat", cpu)
+}

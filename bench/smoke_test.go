@@ -111,7 +111,7 @@ func TestSmoke(t *testing.T) {
 				URL: url, Brokers: brokers, Clients: 60, Symbols: 3, Hot: 0.5, Rate: 300,
 				Mix:      "book:@1:10; 1x ticker:@1; 1x book:@1:1+trades:@2",
 				Duration: 2 * time.Second, Warmup: 500 * time.Millisecond, Compress: tt.compress,
-				ServerPID: os.Getpid(), Log: &log, MetricsURL: metricsURL(url, tt.name),
+				ServerPID: os.Getpid(), ServerCPU: -1, Log: &log, MetricsURL: metricsURL(url, tt.name),
 			})
 			if err != nil {
 				t.Fatalf("run: %v\n%s", err, log.String())

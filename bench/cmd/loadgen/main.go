@@ -53,6 +53,7 @@ func main() {
 	flag.DurationVar(&cfg.Warmup, "warmup", bench.DefaultWarmup, "load before the window opens")
 	flag.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
 	flag.IntVar(&cfg.ServerPID, "pid", 0, "`pid` of the target, for its /proc counters (0: none)")
+	flag.IntVar(&cfg.ServerCPU, "server-cpu", -1, "`CPU` the target is pinned to, to measure what other processes took of it (-1: unknown)")
 	flag.IntVar(&cfg.DialConcurrency, "dial-concurrency", bench.DefaultDialConcurrency, "connections opened at once")
 	flag.DurationVar(&cfg.ReadyTimeout, "ready-timeout", bench.DefaultReadyTimeout, "bound on connecting and subscribing every client")
 	flag.Uint64Var(&cfg.Seed, "seed", 1, "event generator seed")

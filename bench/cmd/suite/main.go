@@ -428,9 +428,18 @@ func (s *suite) startTarget(t, logPath, brokerAddr string, compress bool) (p *pr
 }
 
 // better reports whether run a of a scenario is less disturbed than run b:
-// it delivered at least 97% of b's deliveries per second and had a lower
-// p99 latency, or it delivered more than 103% of b's.
+// other processes took at least 5 points less of the server's CPU in its
+// window; or, as disturbed, it delivered more than 103% of b's deliveries
+// per second, or at least 97% of them with a lower p99 latency.
 func better(a, b *bench.Result) bool {
+	if a.Server != nil && b.Server != nil && a.Server.OthersShare >= 0 && b.Server.OthersShare >= 0 {
+		switch d := a.Server.OthersShare - b.Server.OthersShare; {
+		case d < -0.05:
+			return true
+		case d > 0.05:
+			return false
+		}
+	}
 	switch {
 	case a.DeliveriesPerSec > 1.03*b.DeliveriesPerSec:
 		return true
@@ -470,7 +479,7 @@ func (s *suite) runOne(ctx context.Context, sc scenario, t string, rep int) (*be
 	jsonPath := filepath.Join(s.bin, fmt.Sprintf("%s.%d.json", name, rep))
 	args := []string{"-url", url, "-brokers", brokers, "-clients", strconv.Itoa(sc.Clients), "-mix", sc.Mix,
 		"-symbols", strconv.Itoa(sc.Symbols), "-hot", strconv.FormatFloat(sc.Hot, 'g', -1, 64),
-		"-rate", strconv.Itoa(sc.Rate), "-duration", window.String(), "-pid", strconv.Itoa(p.cmd.Process.Pid),
+		"-rate", strconv.Itoa(sc.Rate), "-duration", window.String(), "-pid", strconv.Itoa(p.cmd.Process.Pid), "-server-cpu", serverCPU,
 		"-scenario", sc.Name, "-target", t, "-o", jsonPath}
 	if t == "marketd" {
 		args = append(args, "-metrics", strings.TrimSuffix(strings.Replace(url, "ws://", "http://", 1), "/v1/ws")+"/metrics")

@@ -16,7 +16,7 @@ func result(scenario, target string, deliv float64, p99 int64, cpu float64) *ben
 		Scenario: scenario, Target: target, Clients: 1000, Window: 1, Deliveries: int64(deliv), DeliveriesPerSec: deliv,
 		ProducedPerSec: 100, PayloadPerMsg: 160, WirePerMsg: 164,
 		Latency: bench.Latency{Count: 10, P50: p99 / 2, P99: p99, P999: p99 + 1, Max: p99 + 2},
-		Server:  &bench.ServerStats{CPU: cpu, CPUShare: cpu, RSSPerConn: 14 << 10, RSSConnected: 100 << 20, SyscWPerDeliv: 0.1},
+		Server:  &bench.ServerStats{CPU: cpu, CPUShare: cpu, RSSPerConn: 14 << 10, RSSConnected: 100 << 20, SyscWPerDeliv: 0.1, OthersShare: -1},
 	}
 }
 
@@ -75,6 +75,11 @@ func TestBetter(t *testing.T) {
 	}
 	if !better(result("x", "m", 1100, 9000, 1), a) || better(result("x", "m", 900, 10, 1), a) {
 		t.Error("deliveries more than 3% apart should decide")
+	}
+	quiet, busy := result("x", "m", 900, 9000, 1), result("x", "m", 1000, 10, 1)
+	quiet.Server.OthersShare, busy.Server.OthersShare = 0.02, 0.30
+	if !better(quiet, busy) || better(busy, quiet) {
+		t.Error("the run with less of the server's CPU taken by others should win")
 	}
 }
 

@@ -74,9 +74,10 @@ func (s *summary) markdown() string {
 	p("Server pinned to CPU 0 with GOMAXPROCS=1; load generator and a fresh broker per run on CPU 1; all three at niceness %d. Each scenario ran %d time(s); the least disturbed run is shown (higher deliveries/s, then lower p99). ", s.Nice, s.Repeat)
 	p("Raw JSON of every run: `bench/results/<scenario>-<target>.json` (each holds its exact `loadgen` command).\n\n")
 
+	p("*Others on CPU 0* is the share of the server's core that other processes (other engineers' jobs) took during the window: the disturbance of that run. ")
 	p("*Deliveries/s* is what the clients received; *per core* is deliveries per second of server CPU (deliveries / CPU-seconds), the capacity of one core when the server did not use all of its core; the ratio is marketd/peer of that capacity.\n\n")
-	p("| scenario | clients | records/s | deliveries/s marketd | deliveries/s peer | per core marketd | per core peer | marketd/peer per core | p50 / p99 / p99.9 ms marketd | p50 / p99 / p99.9 ms peer | server CPU marketd / peer | write syscalls per delivery marketd / peer | gaps / notices marketd | backlog at the end marketd: Kafka lag (records) / client queues (KB) |\n")
-	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	p("| scenario | clients | records/s | deliveries/s marketd | deliveries/s peer | per core marketd | per core peer | marketd/peer per core | p50 / p99 / p99.9 ms marketd | p50 / p99 / p99.9 ms peer | server CPU marketd / peer | write syscalls per delivery marketd / peer | gaps / notices marketd | backlog at the end marketd: Kafka lag (records) / client queues (KB) | others on CPU 0 marketd / peer |\n")
+	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sc := range scenarios {
 		m, pe := s.get(sc.Name, "marketd"), s.get(sc.Name, "peer")
 		if m == nil && pe == nil {
@@ -118,9 +119,15 @@ func (s *summary) markdown() string {
 			}
 			return fmt.Sprintf("%.0f / %.0f", lag, q/1024)
 		}
-		p("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s |\n", sc.Name, sc.Clients, produced.ProducedPerSec,
+		others := func(r *bench.Result) string {
+			if r.Server == nil || r.Server.OthersShare < 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%.0f%%", 100*r.Server.OthersShare)
+		}
+		p("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s / %s |\n", sc.Name, sc.Clients, produced.ProducedPerSec,
 			field(m, deliv), field(pe, deliv), field(m, perCore), field(pe, perCore), rt, field(m, lat), field(pe, lat), field(m, share), field(pe, share), field(m, sys), field(pe, sys),
-			field(m, func(r *bench.Result) string { return fmt.Sprintf("%d / %d", r.Gaps, r.Notices) }), field(m, backlog))
+			field(m, func(r *bench.Result) string { return fmt.Sprintf("%d / %d", r.Gaps, r.Notices) }), field(m, backlog), field(m, others), field(pe, others))
 	}
 	p("\n")
 
