@@ -4,9 +4,12 @@
 // decodes and validates each record (protocol.md §1, see Decode), applies it
 // to the book of its symbol and publishes what changed to a book.Sink. Bad
 // records are skipped, counted by Reason, logged at most once a second per
-// reason, and copied to the dead-letter topic. The package also provides the
-// embedded Kafka-protocol broker (StartBroker) and the market simulator
-// (Simulate) of the default run.
+// reason, and copied to the dead-letter topic. It checkpoints the books to a
+// compacted topic and, on start, restores them and reads only the records
+// since. Replay reads a range of the topic by time or offset with the same
+// decode and apply code. The package also provides the embedded
+// Kafka-protocol broker (StartBroker) and the market simulator (Simulate) of
+// the default run.
 //
 // # Ownership and concurrency
 //
@@ -21,17 +24,48 @@
 //     given to Do. Nothing else ever touches a book: readers get copies
 //     through Do (design.md decision 2).
 //
-// A third goroutine produces dead letters. Run stops all of them when its
-// context ends and waits for them before it returns. The Ingester's mutex
-// guards only the partition list and the symbol → partition registry (read
-// by Do and Symbols, written once per new symbol); counters are atomics, so
-// Stats and Ready may be called from any goroutine at any time.
+// A third goroutine produces dead letters, and a fourth writes checkpoints.
+// Run stops all of them when its context ends and waits for them before it
+// returns; the checkpoint writer last, given DialTimeout to write the round
+// each apply loop takes as it stops. The Ingester's mutex guards only the
+// partition list and the symbol → partition registry (read by Do and
+// Symbols, written once per new symbol); counters are atomics, so Stats and
+// Ready may be called from any goroutine at any time.
+//
+// # Checkpoints
+//
+// A partition's apply loop checkpoints its books every CheckpointInterval,
+// after every CheckpointRecords records, when it first catches up, and as it
+// stops (each time only if it applied something since the last round). A
+// round is taken on the apply loop, so it is consistent: each book as
+// MarshalBinary writes it (an unchanged book's bytes are reused), with the
+// input offset the round reflects and the seq of the symbol's last trade.
+// The apply loop hands the round to the checkpoint writer and goes on; a
+// round due while the partition's previous one is still being written waits
+// for the writer, never the other way round. The writer produces, to
+// CheckpointTopic partition p (mod its count), one record per book, keyed by
+// symbol, then a manifest listing the partition's books: the manifest says
+// the round is complete. The topic must be compacted (cleanup.policy=compact)
+// so that it keeps the latest record of each key; the embedded broker makes
+// it so. Records carry a version and a CRC-32C.
+//
+// At start, before its partitions are read (and while Ready says so), Run
+// reads the checkpoints of its partitions. A partition whose manifest and
+// listed books are all present, readable and not past the partition's end
+// restores those books and is read from the lowest offset among them: each
+// restored book skips the records below its own offset (counted in
+// Stats.Stale, not as bad), so only the tail is applied. Anything else (no
+// checkpoint, a corrupt record, a book missing, a topic recreated) is
+// logged and the partition is read in full. Several instances may write to
+// the same checkpoint topic: for the same offsets they write the same
+// bytes, and any mix of their rounds restores correctly.
 //
 // # Offsets and sequence numbers
 //
 // A record's seq is its offset + 1 (protocol.md §2), so two instances, or one
 // after a restart, give the same seq to the same state. Each partition is read
-// from its earliest retained offset. When a connection fails, the fetcher
+// from its earliest retained offset, or from where its checkpoints let it
+// resume. When a connection fails, the fetcher
 // reconnects with backoff and resumes at the first offset it has not handed
 // over: nothing is lost and nothing is applied twice (book.ErrStale is a
 // second guard; such records are counted in Stats.Stale). A record that is
@@ -54,6 +88,16 @@
 // one. Dead letters wait in a bounded buffer; if the DLQ cannot be written
 // for long enough to fill it, further ones are dropped and counted
 // (Stats.DLQDropped) rather than stall ingest.
+//
+// # Replay
+//
+// Replay reads a range of the topic (by record time, with list-offsets by
+// time, or by offset in one partition). It uses partitions as the Ingester
+// does — the same fetcher, bounded by the range's end, and the same
+// decodeApply — but no apply loops: one merge loop owns every book, applies
+// the records before the range silently (from checkpoints taken before the
+// range when they exist), then hands each update of the range to a
+// ReplayHandler, all partitions merged by record time, then partition.
 //
 // # The embedded broker
 //
