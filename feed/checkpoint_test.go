@@ -432,8 +432,9 @@ func TestCheckpointTopicMissing(t *testing.T) {
 // simulator's flow in 4 partitions of the embedded broker: the time from
 // starting an Ingester until Ready, reading everything (full), restoring
 // checkpoints taken 100,000 records before the end and reading that tail
-// (tail-100k), and restoring checkpoints taken at the end (at-end). The
-// broker runs in the same process, on the same cores.
+// (tail-100k), and restoring checkpoints taken at the end (at-end); and a
+// Replay of the whole topic (replay-all). The broker runs in the same
+// process, on the same cores.
 func BenchmarkRestart(b *testing.B) {
 	const n, tail = 1_000_000, 100_000
 	br := startBroker(b, BrokerConfig{Topics: []string{"restart"}, Partitions: 4})
@@ -481,4 +482,23 @@ func BenchmarkRestart(b *testing.B) {
 	b.Run("tail-100k", func(b *testing.B) { restart(b, Config{}, tail) })
 	checkpoint()
 	b.Run("at-end", func(b *testing.B) { restart(b, Config{}, 0) })
+	// For comparison: a replay of the whole topic (what marketd replay
+	// does for a range that ends at the end), every update handed over.
+	b.Run("replay-all", func(b *testing.B) {
+		for b.Loop() {
+			l := &countUpdates{}
+			st, err := Replay(b.Context(), ReplayConfig{Brokers: []string{br.Addr()}, Topic: "restart", FullReplay: true, Logger: testLogger(b)}, l)
+			if err != nil || st.Records != n || l.n == 0 {
+				b.Fatalf("replay: %v, %d records, %d updates", err, st.Records, l.n)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
 }
+
+// countUpdates is a ReplayHandler that counts updates.
+type countUpdates struct{ n int }
+
+func (c *countUpdates) Begin([]ReplayBook) error  { return nil }
+func (c *countUpdates) Update(*book.Update) error { c.n++; return nil }
+func (c *countUpdates) End([]ReplayBook) error    { return nil }
