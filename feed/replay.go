@@ -221,6 +221,10 @@ func Replay(ctx context.Context, cfg ReplayConfig, h ReplayHandler) (ReplayStats
 	in.mu.Unlock()
 	for _, p := range parts {
 		st.Ranges = append(st.Ranges, ReplayRange{Partition: p.id, Start: p.start, From: from[p], End: p.end})
+		if p.start > 0 && len(p.restored) == 0 {
+			in.log.Warn("feed: the partition's first records are gone (retention?): the books rebuilt without them may be wrong",
+				"partition", p.id, "first", p.start)
+		}
 	}
 
 	var wg sync.WaitGroup
