@@ -90,9 +90,10 @@ const ceilingBatch = 16
 
 type suite struct {
 	root, bin, out, img, doc string
-	rev, commit              string // -rev, and the commit it resolved to
-	nice                     int    // niceness of the measured processes; 0: unchanged
-	repeat                   int    // runs per scenario and target
+	rev, commit              string        // -rev, and the commit it resolved to
+	nice                     int           // niceness of the measured processes; 0: unchanged
+	repeat                   int           // runs per scenario and target
+	quietWait                time.Duration // longest wait for a quiet server CPU before a run
 	window                   time.Duration
 	targets                  []string
 	log                      *os.File
@@ -110,6 +111,7 @@ func main() {
 	flag.StringVar(&targets, "targets", "marketd,peer", "comma-separated targets")
 	flag.BoolVar(&noCeiling, "no-ceiling", false, "skip the ceiling runs")
 	flag.StringVar(&s.rev, "rev", "", "build the binaries from this git `revision` (e.g. HEAD) instead of the work tree")
+	flag.DurationVar(&s.quietWait, "quiet-wait", 30*time.Second, "before each run, wait up to this `long` for other jobs to leave the server's CPU below 25% busy")
 	flag.IntVar(&s.repeat, "repeat", 1, "run every scenario this many `times` and keep the least disturbed run")
 	flag.IntVar(&s.nice, "nice", -10, "run server, broker and load generator at this `niceness` (needs root below 0; 0 leaves it), so that other jobs on a shared machine disturb less")
 	flag.Parse()
@@ -427,6 +429,41 @@ func (s *suite) startTarget(t, logPath, brokerAddr string, compress bool) (p *pr
 	return p, url, nil
 }
 
+// quietBusy is the busy share of the server's CPU, in a one-second sample,
+// below which waitQuiet lets a run start.
+const quietBusy = 0.25
+
+// waitQuiet waits, at most quietWait, until other jobs leave the server's
+// CPU mostly idle: on a shared machine a run started during someone's
+// build measures the build.
+func (s *suite) waitQuiet(ctx context.Context) {
+	cpu, _ := strconv.Atoi(serverCPU)
+	deadline := time.Now().Add(s.quietWait)
+	for {
+		b0, err := bench.ReadCPUBusy(cpu)
+		if err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		b1, err := bench.ReadCPUBusy(cpu)
+		if err != nil {
+			return
+		}
+		share := (b1 - b0).Seconds()
+		if share < quietBusy {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.logf("CPU %s still %.0f%% busy with other jobs after %v: running anyway", serverCPU, 100*share, s.quietWait)
+			return
+		}
+	}
+}
+
 // better reports whether run a of a scenario is less disturbed than run b:
 // other processes took at least 5 points less of the server's CPU in its
 // window; or, as disturbed, it delivered more than 103% of b's deliveries
@@ -452,6 +489,7 @@ func better(a, b *bench.Result) bool {
 func (s *suite) runOne(ctx context.Context, sc scenario, t string, rep int) (*bench.Result, error) {
 	name := sc.Name + "-" + t
 	s.logf("%s: %s", name, sc.Desc)
+	s.waitQuiet(ctx)
 	// A fresh broker for every run, on the load generator's core: the
 	// server's core then does only the server's work (ingest included).
 	brokerAddr, err := freeAddr()
