@@ -278,11 +278,12 @@ func (sp *savedPartition) plan(limit int64) ([]*savedBook, int64, error) {
 	return books, start, nil
 }
 
-// loadCheckpoints reads the checkpoint topic and returns what it holds for
-// each of the input partitions ids. A missing topic holds nothing. The
-// checkpoints of input partition p are in checkpoint partition p modulo
-// the topic's partition count; only those are read.
-func (in *Ingester) loadCheckpoints(ctx context.Context, ids []int) (map[int]*savedPartition, error) {
+// loadCheckpoints reads the checkpoint topic, asking the attempt-th broker
+// (round robin), and returns what it holds for each of the input partitions
+// ids. A missing topic holds nothing. The checkpoints of input partition p
+// are in checkpoint partition p modulo the topic's partition count; only
+// those are read.
+func (in *Ingester) loadCheckpoints(ctx context.Context, ids []int, attempt int) (map[int]*savedPartition, error) {
 	cfg := &in.cfg
 	topic := cfg.CheckpointTopic
 	tr := &kafka.Transport{DialTimeout: cfg.DialTimeout, ClientID: "marketd"}
@@ -336,7 +337,7 @@ func (in *Ingester) loadCheckpoints(ctx context.Context, ids []int) (map[int]*sa
 		read[c] = true
 		// The latest record of each key, as compaction would keep it.
 		latest := map[string]kafka.Message{}
-		err := in.scanPartition(ctx, cfg.Brokers[0], topic, c, func(first, last int64) int64 { return first },
+		err := in.scanPartition(ctx, cfg.Brokers[attempt%len(cfg.Brokers)], topic, c, func(first, last int64) int64 { return first },
 			func(m *kafka.Message) {
 				if m.Value == nil {
 					delete(latest, string(m.Key)) // a tombstone
@@ -389,7 +390,7 @@ func (in *Ingester) restore(ctx context.Context, parts []*partition, limit func(
 	var saved map[int]*savedPartition
 	for attempt, backoff := 1, in.cfg.MinBackoff; ; attempt, backoff = attempt+1, min(2*backoff, in.cfg.MaxBackoff) {
 		var err error
-		if saved, err = in.loadCheckpoints(ctx, ids); err == nil {
+		if saved, err = in.loadCheckpoints(ctx, ids, attempt); err == nil {
 			break
 		}
 		if ctx.Err() != nil {
