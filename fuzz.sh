@@ -8,6 +8,7 @@
 #
 # Targets are found by `func FuzzXxx(f *testing.F)` in the _test.go files;
 # FUZZ_TARGETS="FuzzDecode FuzzClientOp" restricts the run to some of them.
+# go test runs with -timeout 0: its default 10m would end a long fuzz run.
 # Each target's log is kept in $FUZZ_LOG_DIR (default /tmp/marketd-fuzz).
 # A failing input is written by go test to <pkg>/testdata/fuzz/<Target>/
 # and runs as a seed in the normal suite from then on: commit it with the fix.
@@ -65,7 +66,7 @@ logname() {
 run() {
 	local pkg=$1 name=$2
 	local log="$logdir/$(logname "$pkg" "$name")"
-	go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "${minutes}m" -parallel 1 >"$log" 2>&1
+	go test "$pkg" -timeout 0 -run '^$' -fuzz "^${name}\$" -fuzztime "${minutes}m" -parallel 1 >"$log" 2>&1
 	local rc=$?
 	summarize "$pkg" "$name" "$log" "$rc" >"$log.summary"
 	cat "$log.summary"
