@@ -1,0 +1,310 @@
+// Command soak runs marketd under steady, realistic load for a chosen time
+// and fails on growth. It builds marketd, starts it with its embedded
+// Kafka broker and market simulator, opens the load generator's clients
+// with a realistic subscription mix, produces latency-stamped events at a
+// steady rate beside the simulator, and samples every few seconds the
+// server's RSS (/proc), goroutines, queued bytes and Kafka lag (/metrics)
+// and the clients' latency (see bench.Soak). It writes the samples and
+// the verdict to <out>/soak.csv and <out>/soak.json, draws <out>/soak.svg,
+// and exits 1 when the soak failed: growth of RSS, goroutines, queued
+// bytes or lag over the second half beyond the limits, or any sequence
+// gap, error, or client disconnected by the server.
+//
+// Usage (from the repository root):
+//
+//	go run ./bench/cmd/soak                  # 10 minutes
+//	go run ./bench/cmd/soak -duration 20s    # a quick check
+//
+// The chart writer (svg.go) is the benchmark suite's, linked from
+// bench/cmd/suite so that both commands draw with the same code.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/marketd/marketd/bench"
+	"github.com/marketd/marketd/feed"
+)
+
+// Defaults of the flags: about 1,000 clients of a trading frontend and
+// quant mix over 20 symbols, 500 latency-stamped records/s (30% on the
+// hottest symbol) plus the simulator's 200/s with its bursts.
+const (
+	defaultClients = 1000
+	defaultSymbols = 20
+	defaultRate    = 500
+	defaultSimRate = 200
+	defaultHot     = 0.3
+	// defaultMix: mostly tickers, then book deltas with trades, a few deep
+	// books, and clients following every ticker and the simulator's books.
+	defaultMix = "5x ticker:@1; 3x book:@1:10+trades:@1; 1x book:@1:50; 1x ticker:*+book:BTC-USD,SOL-USD:10"
+
+	startTimeout = 60 * time.Second
+	stopTimeout  = 20 * time.Second
+)
+
+func main() {
+	var (
+		cfg             bench.SoakConfig
+		out, bin        string
+		simRate         int
+		rssMiB, maxGors float64
+	)
+	flag.DurationVar(&cfg.Duration, "duration", bench.DefaultSoakDuration, "how `long` to soak")
+	flag.DurationVar(&cfg.Sample, "sample", 0, "time between samples (default 5s, less in a short soak: at least 20 samples)")
+	flag.IntVar(&cfg.Clients, "clients", defaultClients, "WebSocket `clients`")
+	flag.StringVar(&cfg.Mix, "mix", defaultMix, "subscription `mix` (see bench.ParseMix)")
+	flag.IntVar(&cfg.Symbols, "symbols", defaultSymbols, "`number` of symbols the load generator produces (SYM00...)")
+	flag.Float64Var(&cfg.Hot, "hot", defaultHot, "share of the records on SYM00")
+	flag.IntVar(&cfg.Rate, "rate", defaultRate, "latency-stamped `records` per second from the load generator")
+	flag.IntVar(&simRate, "sim-rate", defaultSimRate, "marketd's simulator `records` per second (0: no simulator)")
+	flag.BoolVar(&cfg.Compress, "compress", false, "clients offer permessage-deflate")
+	flag.Float64Var(&rssMiB, "rss-growth", bench.DefaultSoakLimits.RSS.Abs/(1<<20), "RSS growth allowed over the second half, `MiB` (or 5% of RSS if more)")
+	flag.Float64Var(&maxGors, "goroutine-growth", bench.DefaultSoakLimits.Goroutines.Abs, "goroutine growth allowed over the second half (or 1% if more)")
+	flag.StringVar(&out, "out", "docs/img", "`directory` for soak.csv, soak.json and soak.svg")
+	flag.StringVar(&bin, "marketd", "", "marketd `binary` to run (default: build ./cmd/marketd)")
+	flag.Parse()
+	cfg.Limits = bench.DefaultSoakLimits
+	cfg.Limits.RSS.Abs = rssMiB * (1 << 20)
+	cfg.Limits.Goroutines.Abs = maxGors
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ok, err := run(ctx, cfg, simRate, out, bin)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "soak: %v\n", err)
+		os.Exit(2)
+	}
+	if !ok {
+		os.Exit(1)
+	}
+}
+
+// run runs the soak and writes its files; ok is the verdict.
+func run(ctx context.Context, cfg bench.SoakConfig, simRate int, out, bin string) (ok bool, err error) {
+	raiseFileLimit()
+	tmp, err := os.MkdirTemp("", "marketd-soak-")
+	if err != nil {
+		return false, err
+	}
+	defer os.RemoveAll(tmp)
+	if bin == "" {
+		bin = filepath.Join(tmp, "marketd")
+		logf("building marketd")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/marketd")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return false, fmt.Errorf("build marketd: %w", err)
+		}
+	}
+	listen, err := freeAddr()
+	if err != nil {
+		return false, err
+	}
+	broker, err := freeAddr()
+	if err != nil {
+		return false, err
+	}
+	args := []string{"-listen", listen, "-embedded-addr", broker, "-log-level", "warn"}
+	if simRate > 0 {
+		args = append(args, "-sim-rate", fmt.Sprint(simRate))
+		cfg.Extra = append(append(cfg.Extra, feed.DefaultOrderSymbols...), feed.DefaultLevelSymbols...)
+	} else {
+		args = append(args, "-simulate=false")
+	}
+	logPath := filepath.Join(tmp, "marketd.log")
+	srv, err := startServer(bin, logPath, args...)
+	if err != nil {
+		return false, err
+	}
+	defer srv.stop()
+	httpBase := "http://" + listen
+	if err := srv.waitReady(ctx, httpBase+"/readyz"); err != nil {
+		return false, fmt.Errorf("marketd: %w (log: %s)", err, tail(logPath))
+	}
+	logf("marketd pid %d on %s, embedded broker %s: %s", srv.cmd.Process.Pid, listen, broker, strings.Join(args, " "))
+
+	cfg.URL = "ws://" + listen + "/v1/ws"
+	cfg.Brokers = []string{broker}
+	cfg.MetricsURL = httpBase + "/metrics"
+	cfg.ServerPID = srv.cmd.Process.Pid
+	cfg.Log = os.Stderr
+	res, err := bench.Soak(ctx, cfg)
+	if err != nil {
+		return false, fmt.Errorf("%w (marketd log: %s)", err, tail(logPath))
+	}
+	res.Command = "go run ./bench/cmd/soak " + strings.Join(os.Args[1:], " ")
+
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return false, err
+	}
+	if err := writeFiles(res, out); err != nil {
+		return false, err
+	}
+	report(res)
+	if !res.OK() {
+		if t := tail(logPath); t != "" {
+			logf("marketd log ends:\n%s", t)
+		}
+	}
+	return res.OK(), nil
+}
+
+// writeFiles writes soak.json, soak.csv and soak.svg under dir.
+func writeFiles(res *bench.SoakResult, dir string) error {
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "soak.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, "soak.csv"))
+	if err != nil {
+		return err
+	}
+	if err := res.WriteCSV(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return plot(res, filepath.Join(dir, "soak.svg"))
+}
+
+// report prints the verdict.
+func report(res *bench.SoakResult) {
+	fmt.Printf("soak: %d clients (%s), %d+sim records/s for %.0fs, %d samples; machine load %s\n",
+		res.Clients, res.Mix, res.Rate, res.Duration, len(res.Samples), res.LoadAvg)
+	for _, g := range res.Growth {
+		fmt.Printf("  %v\n", g)
+	}
+	l := res.Latency
+	fmt.Printf("  latency p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms over %d deliveries\n",
+		ms(l.P50), ms(l.P99), ms(l.P999), ms(l.Max), res.Deliveries)
+	fmt.Printf("  gaps %d, errors %d, unreadable %d, disconnects %d\n", res.Gaps, res.Errors, res.Unreadable, res.Disconnects)
+	for _, w := range res.Warnings {
+		fmt.Printf("  warning: %s\n", w)
+	}
+	if res.OK() {
+		fmt.Println("soak: PASS")
+		return
+	}
+	for _, f := range res.Failures {
+		fmt.Printf("  FAIL: %s\n", f)
+	}
+	fmt.Println("soak: FAIL")
+}
+
+func ms(us int64) float64 { return float64(us) / 1000 }
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "soak: "+format+"\n", args...)
+}
+
+// server is the marketd process.
+type server struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startServer(bin, logPath string, args ...string) (*server, error) {
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("start marketd: %w", err)
+	}
+	s := &server{cmd: cmd, done: make(chan error, 1)}
+	go func() {
+		s.done <- cmd.Wait()
+		lf.Close()
+	}()
+	return s, nil
+}
+
+// waitReady polls the readiness endpoint until it answers 200 (books
+// loaded, broker reachable) or the process exits.
+func (s *server) waitReady(ctx context.Context, url string) error {
+	deadline := time.Now().Add(startTimeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		select {
+		case werr := <-s.done:
+			s.done <- werr
+			return fmt.Errorf("exited before ready: %v", werr)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v: %w", startTimeout, err)
+		}
+	}
+}
+
+// stop sends SIGTERM and waits, then kills.
+func (s *server) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(stopTimeout):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// raiseFileLimit lifts the soft limit of open files to the hard one: each
+// client is a socket.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+// tail returns the last lines of a log file.
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-20):], "\n")
+}
