@@ -651,3 +651,8 @@ func (ts *testServer) get(t testing.TB, path string) (int, string) {
 }
 
 var _ net.Conn = (*net.TCPConn)(nil)
+
+// newHTTPServer returns an HTTP server for s, for tests that run their own.
+func newHTTPServer(s *Server) *http.Server {
+	return &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+}

@@ -8,10 +8,10 @@ import (
 	"github.com/marketd/marketd/book"
 )
 
-// handle processes one client message on the reader goroutine. Every op
+// handle processes one client message for the reader goroutine. Every op
 // gets exactly one reply carrying its id: an ack (subscribe, unsubscribe,
 // snapshot — after the data the op queued), a pong (ping) or an error.
-func (c *client) handle(data []byte) {
+func (c *client) handle(data []byte, text bool) {
 	now := monoNow()
 	switch c.limiter.take(now) {
 	case limitOK:
@@ -21,6 +21,10 @@ func (c *client) handle(data []byte) {
 	case limitAbuse:
 		c.srv.stats.badMessages[CodeRateLimited].Add(1)
 		c.closeAndWait(CloseRateLimit)
+		return
+	}
+	if !text {
+		c.replyError(nil, errorf(CodeBadRequest, "binary messages are not supported: send JSON text"))
 		return
 	}
 	req, err := parseRequest(data)

@@ -393,7 +393,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
+	running := false // the connection's reader took over the wait group count
+	defer func() {
+		if !running {
+			s.wg.Done()
+		}
+	}()
 
 	deflate, bits := false, 0
 	if !s.cfg.DisableCompression {
@@ -448,7 +453,19 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}
 	s.stats.connections.Add(1)
-	ws.ReadLoop() // returns after events.OnClose
+	// The reader runs on a goroutine of its own and the handler returns:
+	// net/http then drops the connection's request buffers and the deep
+	// stack of its serving goroutine, which an idle connection would
+	// otherwise keep for its whole life.
+	running = true
+	go s.readLoop(c)
+}
+
+// readLoop is a connection's reader: gws's ReadLoop, until the connection
+// ends (after events.OnClose).
+func (s *Server) readLoop(c *client) {
+	defer s.wg.Done()
+	c.ws.ReadLoop()
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()
@@ -532,14 +549,21 @@ func (e *events) OnPing(ws *gws.Conn, payload []byte) {
 func (e *events) OnPong(*gws.Conn, []byte) {}
 
 // OnMessage handles a client message.
+//
+// The op runs on a goroutine of its own while the reader waits for it: an
+// op's call chain (JSON decoding, Books.Do, encoding a snapshot) is deep,
+// and run on the reader it would grow the reader's stack for the rest of
+// the connection's life; an idle connection keeps only the shallow stack
+// of a parked read.
 func (e *events) OnMessage(ws *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	c := clientOf(ws)
-	if msg.Opcode != gws.OpcodeText {
-		c.replyError(nil, errorf(CodeBadRequest, "binary messages are not supported: send JSON text"))
-		return
-	}
-	c.handle(msg.Bytes())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.handle(msg.Bytes(), msg.Opcode == gws.OpcodeText)
+	}()
+	<-done
 }
 
 // session is the gws session of a connection: just its client.
