@@ -87,12 +87,30 @@ func (c *client) close(reason CloseReason) {
 	c.mu.Unlock()
 }
 
-// closeAndWait closes the connection for reason and waits, bounded by the
-// write timeout, until the close frame is written. The reader uses it
-// before it stops reading, so that gws does not answer first.
+// closeAndWait closes the connection for reason and waits until the close
+// frame is written (see waitClosed). The reader uses it before it stops
+// reading.
 func (c *client) closeAndWait(reason CloseReason) {
 	c.close(reason)
-	t := time.NewTimer(c.srv.cfg.WriteTimeout + time.Second)
+	c.waitClosed()
+}
+
+// closeWithFrame closes the connection with a close frame built by gws,
+// dropping what is queued, unless a close is under way already.
+func (c *client) closeWithFrame(reason CloseReason, frame []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	c.beginCloseFrame(reason, frame, true)
+}
+
+// waitClosed waits until the writer has written the close frame or given
+// up on the socket: at most the write timeout of the chunk in flight and
+// of the close frame.
+func (c *client) waitClosed() {
+	t := time.NewTimer(2*c.srv.cfg.WriteTimeout + time.Second)
 	defer t.Stop()
 	select {
 	case <-c.done:

@@ -235,7 +235,7 @@ func FuzzFrameReader(f *testing.F) {
 // writer (writer.go) may still be writing the replies it had queued, so a
 // reply can follow the close frame, against RFC 6455 §5.5.1. Set it to
 // false once the server routes gws's close through its writer.
-const allowDataAfterClose = true
+const allowDataAfterClose = false
 
 // checkServerFrames reads what the server sends until it closes the
 // connection and checks every frame.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
 )
 
 // errFrameGuard ends a connection whose client sent a frame RFC 6455 forbids
@@ -24,6 +25,12 @@ var errFrameGuard = errors.New("invalid frame header")
 // frame is written) and fails the read. It also feeds the connection's
 // liveness clock, and first serves the bytes the HTTP server had read past
 // the upgrade request. Owned by the reader goroutine.
+//
+// gws writes on it too: the 101 response, then only the close frames with
+// which it ends a connection (a protocol error it found, the client's
+// close echoed, the end of the client's bytes). Those go through the
+// connection's writer like every other frame (see Write), so that no
+// queued reply can follow them.
 type frameGuard struct {
 	net.Conn
 	pre     []byte // bytes buffered by the HTTP server, served first
@@ -126,4 +133,42 @@ func (g *frameGuard) check() bool {
 		g.remain = uint64(g.hdr[1] & 0x7f)
 	}
 	return true
+}
+
+// Write passes the handshake response through; after it, what gws writes
+// is a close frame, which is queued on the connection's writer instead
+// (after the chunk being written, replacing the rest of the queue) or
+// dropped when the server is already closing. It returns once the writer
+// is done with the close, so that gws's Close comes after.
+func (g *frameGuard) Write(p []byte) (int, error) {
+	if g.c == nil {
+		return g.Conn.Write(p)
+	}
+	g.c.closeWithFrame(gwsCloseReason(p), slices.Clone(p))
+	g.c.waitClosed()
+	return len(p), nil
+}
+
+// Close closes the connection once the writer is done with it.
+func (g *frameGuard) Close() error {
+	if g.c != nil {
+		g.c.waitClosed()
+	}
+	return g.Conn.Close()
+}
+
+// gwsCloseReason classifies a close frame written by gws by its code.
+func gwsCloseReason(f []byte) CloseReason {
+	if len(f) < 4 || f[0]&0x0f != opClose || f[1]&0x7f < 2 {
+		return CloseByClient
+	}
+	switch binary.BigEndian.Uint16(f[2:4]) {
+	case codeProtocolError:
+		return CloseProtocolError
+	case codeInvalidData:
+		return CloseInvalidUTF8
+	case codeTooBig:
+		return CloseTooBig
+	}
+	return CloseByClient // the client's close echoed, or the end of its bytes
 }

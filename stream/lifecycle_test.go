@@ -16,7 +16,8 @@ import (
 // pings stays, a silent one is pinged then closed after the read timeout,
 // and a client that keeps sending is never pinged.
 func TestLiveness(t *testing.T) {
-	ts := startServer(t, Config{PingInterval: 100 * time.Millisecond, ReadTimeout: 400 * time.Millisecond}, symLevels)
+	const ping, timeout = 250 * time.Millisecond, 750 * time.Millisecond
+	ts := startServer(t, Config{PingInterval: ping, ReadTimeout: timeout}, symLevels)
 
 	// Silent: never answers (the raw client answers pings only inside
 	// readMessages; here it reads frames by hand).
@@ -39,15 +40,15 @@ func TestLiveness(t *testing.T) {
 			}
 		}
 	}
-	if d := time.Since(start); code != 1001 || pings < 2 || d < 350*time.Millisecond || d > 3*time.Second {
-		t.Errorf("silent client: close %d after %d pings and %v; want 1001 after ~400ms and pings", code, pings, d)
+	if d := time.Since(start); code != 1001 || pings < 2 || d < timeout-50*time.Millisecond || d > timeout+3*time.Second {
+		t.Errorf("silent client: close %d after %d pings and %v; want 1001 after %v and pings", code, pings, d, timeout)
 	}
 	waitFor(t, 5*time.Second, "the read timeout to be counted", func() bool { return ts.Stats().Closes["read_timeout"] == 1 })
 
 	// Answering pings (coder/websocket does so by itself while reading):
 	// alive after several read timeouts.
 	alive := dial(t, ts.url, clientKinds[0])
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(3 * timeout)
 	alive.do(`{"op":"ping","id":1}`)
 	if m := alive.expect("pong"); string(m.ID) != "1" {
 		t.Fatalf("got %s", m.raw)
@@ -55,7 +56,7 @@ func TestLiveness(t *testing.T) {
 
 	// Busy: sends data more often than the ping interval, gets no ping.
 	busy := rawDial(t, ts, 0)
-	deadline := time.Now().Add(600 * time.Millisecond)
+	deadline := time.Now().Add(3 * ping)
 	for i := 0; time.Now().Before(deadline); i++ {
 		busy.sendText(fmt.Sprintf(`{"op":"ping","id":%d}`, i))
 		f, err := busy.readFrame(2 * time.Second)
@@ -65,7 +66,7 @@ func TestLiveness(t *testing.T) {
 		if f.op != opText {
 			t.Fatalf("busy client got opcode %#x", f.op)
 		}
-		time.Sleep(30 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	alive.checkErrs()
 }

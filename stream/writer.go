@@ -123,6 +123,12 @@ func (c *client) beginClose(reason CloseReason, drop bool) {
 	if c.closing {
 		return
 	}
+	c.beginCloseFrame(reason, reason.frame(), drop)
+}
+
+// beginCloseFrame is beginClose with the close frame given. Called with c.mu
+// held.
+func (c *client) beginCloseFrame(reason CloseReason, f []byte, drop bool) {
 	c.closing = true
 	c.reason = reason
 	if drop {
@@ -132,7 +138,6 @@ func (c *client) beginClose(reason CloseReason, drop bool) {
 		}
 		c.queue = c.queue[:0]
 	}
-	f := reason.frame()
 	c.queue = append(c.queue, outItem{frame: f, kind: itemClose})
 	c.queued += len(f)
 	c.startWriter()
