@@ -24,6 +24,7 @@ type stats struct {
 	bytesWire     atomic.Uint64
 	writes        atomic.Uint64
 	badMessages   [numErrorCodes]atomic.Uint64
+	rejects       [numRejectReasons]atomic.Uint64
 
 	latency prometheus.Histogram
 }
@@ -55,6 +56,7 @@ type Stats struct {
 	Writes        uint64            // writev calls
 	BadMessages   map[string]uint64 // errors sent, by code
 	QueuedBytes   int64
+	Rejections    map[string]uint64 // upgrade requests refused, by reason
 }
 
 // Stats returns the current counters.
@@ -74,6 +76,10 @@ func (s *Server) Stats() Stats {
 		Writes:        st.writes.Load(),
 		BadMessages:   map[string]uint64{},
 		QueuedBytes:   s.queuedBytes(),
+		Rejections:    map[string]uint64{},
+	}
+	for r := rejectHandshake; r < numRejectReasons; r++ {
+		out.Rejections[r.String()] = st.rejects[r].Load()
 	}
 	for ch := chanBook; ch < numChannels; ch++ {
 		out.Subscriptions[ch.String()] = st.subs[ch].Load()
@@ -136,6 +142,10 @@ func (s *Server) register(r prometheus.Registerer) error {
 	for c := CodeBadRequest; c < numErrorCodes; c++ {
 		cs = append(cs, counter("bad_messages_total", "Client messages answered with an error, by code.", &st.badMessages[c],
 			prometheus.Labels{"code": c.String()}))
+	}
+	for r := rejectHandshake; r < numRejectReasons; r++ {
+		cs = append(cs, counter("upgrade_rejections_total", "WebSocket upgrade requests refused with an HTTP error, by reason.", &st.rejects[r],
+			prometheus.Labels{"reason": r.String()}))
 	}
 	for _, c := range cs {
 		if err := r.Register(c); err != nil {

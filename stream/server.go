@@ -108,6 +108,29 @@ type Config struct {
 	// value makes backpressure start sooner and bounds kernel memory per
 	// client. 0 leaves the kernel's autotuning.
 	SendBuffer int
+
+	// Security (security.go); all off by default.
+
+	// Tokens, when not empty, are the tokens that may open /v1/ws, given as
+	// "Authorization: Bearer <token>" or "?token=<token>"; anything else
+	// gets 401 before the upgrade. Compared in constant time; never logged.
+	Tokens []string
+	// AllowedOrigins, when not empty, are the origins
+	// ("https://example.com") whose browser pages may open /v1/ws; another
+	// Origin gets 403 before the upgrade. The server's own origin (Origin's
+	// host equal to Host: the live page) and requests without Origin
+	// (programs, not browsers) are always allowed.
+	AllowedOrigins []string
+	// ConnRate is the WebSocket upgrades per second one client IP (IPv6:
+	// its /64) may make, ConnBurst how many at once; past them it gets 429
+	// with Retry-After. 0 means no limit; ConnBurst defaults to
+	// DefaultConnBurst.
+	ConnRate  float64
+	ConnBurst int
+	// HandshakeTimeout bounds the write of the handshake response. Reading
+	// the request belongs to the http.Server: set its ReadHeaderTimeout too.
+	// Default DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 }
 
 // withDefaults returns c with every zero field set to its default.
@@ -133,6 +156,10 @@ func (c Config) withDefaults() Config {
 	def(&c.RateBurst, DefaultRateBurst)
 	def(&c.CompressThreshold, DefaultCompressThreshold)
 	def(&c.ReadBufferSize, DefaultReadBufferSize)
+	defDur(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	if c.ConnRate > 0 {
+		def(&c.ConnBurst, DefaultConnBurst)
+	}
 	if c.RateLimit == 0 {
 		c.RateLimit = DefaultRateLimit
 	}
@@ -159,7 +186,7 @@ func (c Config) Validate() error {
 	case c.RateLimit < 0 || c.RateBurst < 0:
 		return errors.New("stream config: negative rate limit")
 	}
-	return nil
+	return c.validateSecurity()
 }
 
 // Server serves the WebSocket stream and the HTTP read side.
@@ -171,6 +198,7 @@ type Server struct {
 	mux   *http.ServeMux
 
 	events     *events
+	gate       *gate
 	upMu       sync.Mutex
 	upgraders  map[int]*gws.Upgrader // by server window bits
 	base       *gws.Upgrader         // without permessage-deflate
@@ -196,6 +224,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.hub = newHub(cfg.RingSize, s.stats)
 	s.events = &events{s: s}
+	s.gate = newGate(cfg, s.stats)
 	s.base = s.newUpgrader(0)
 	if cfg.Registerer != nil {
 		if err := s.register(cfg.Registerer); err != nil {
@@ -219,7 +248,7 @@ func (s *Server) newUpgrader(bits int) *gws.Upgrader {
 		ReadMaxPayloadSize: s.cfg.MaxMessageSize,
 		ReadBufferSize:     s.cfg.ReadBufferSize,
 		CheckUtf8Enabled:   true,
-		HandshakeTimeout:   s.cfg.WriteTimeout,
+		HandshakeTimeout:   s.cfg.HandshakeTimeout,
 		Logger:             gwsLogger{s.log},
 		NewSession:         func() gws.SessionStorage { return new(session) },
 	}
@@ -380,9 +409,7 @@ func (s *Server) unknownSymbols(syms []string) []string {
 // serveWS upgrades a request to a WebSocket connection and runs its reader
 // until the connection ends.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
-		w.Header().Set("Upgrade", "websocket")
-		http.Error(w, "a WebSocket upgrade is required", http.StatusUpgradeRequired)
+	if !s.gate.admit(w, r) {
 		return
 	}
 	s.mu.Lock()
