@@ -1,6 +1,9 @@
 // Command soak runs marketd under steady, realistic load for a chosen time
-// and fails on growth. It builds marketd, starts it with its embedded
-// Kafka broker and market simulator, opens the load generator's clients
+// and fails on growth. It builds marketd and the embedded Kafka broker's
+// command (bench/cmd/broker), starts the broker as a process of its own
+// (it keeps the whole log in memory, so it grows with the input by design:
+// in marketd's process that would hide marketd's own memory), starts
+// marketd on it with its market simulator, opens the load generator's clients
 // with a realistic subscription mix, produces latency-stamped events at a
 // steady rate beside the simulator, and samples every few seconds the
 // server's RSS (/proc), goroutines, queued bytes and Kafka lag (/metrics)
@@ -24,6 +27,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +35,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -61,6 +66,7 @@ func main() {
 		out, bin        string
 		simRate         int
 		rssMiB, maxGors float64
+		profiles        string
 	)
 	flag.DurationVar(&cfg.Duration, "duration", bench.DefaultSoakDuration, "how `long` to soak")
 	flag.DurationVar(&cfg.Sample, "sample", 0, "time between samples (default 5s, less in a short soak: at least 20 samples)")
@@ -75,6 +81,7 @@ func main() {
 	flag.Float64Var(&maxGors, "goroutine-growth", bench.DefaultSoakLimits.Goroutines.Abs, "goroutine growth allowed over the second half (or 1% if more)")
 	flag.StringVar(&out, "out", "docs/img", "`directory` for soak.csv, soak.json and soak.svg")
 	flag.StringVar(&bin, "marketd", "", "marketd `binary` to run (default: build ./cmd/marketd)")
+	flag.StringVar(&profiles, "profiles", "", "`directory` for marketd heap profiles at the middle and the end of the soak (default none)")
 	flag.Parse()
 	cfg.Limits = bench.DefaultSoakLimits
 	cfg.Limits.RSS.Abs = rssMiB * (1 << 20)
@@ -82,7 +89,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ok, err := run(ctx, cfg, simRate, out, bin)
+	ok, err := run(ctx, cfg, simRate, out, bin, profiles)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "soak: %v\n", err)
 		os.Exit(2)
@@ -93,36 +100,44 @@ func main() {
 }
 
 // run runs the soak and writes its files; ok is the verdict.
-func run(ctx context.Context, cfg bench.SoakConfig, simRate int, out, bin string) (ok bool, err error) {
+func run(ctx context.Context, cfg bench.SoakConfig, simRate int, out, bin, profiles string) (ok bool, err error) {
 	raiseFileLimit()
 	tmp, err := os.MkdirTemp("", "marketd-soak-")
 	if err != nil {
 		return false, err
 	}
 	defer os.RemoveAll(tmp)
+	brokerBin := filepath.Join(tmp, "broker")
 	if bin == "" {
 		bin = filepath.Join(tmp, "marketd")
-		logf("building marketd")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/marketd")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return false, fmt.Errorf("build marketd: %w", err)
+		if err := goBuild(ctx, bin, "./cmd/marketd"); err != nil {
+			return false, err
 		}
 	}
-	listen, err := freeAddr()
+	if err := goBuild(ctx, brokerBin, "./bench/cmd/broker"); err != nil {
+		return false, err
+	}
+	var listen, broker, admin string
+	for _, a := range []*string{&listen, &broker, &admin} {
+		if *a, err = freeAddr(); err != nil {
+			return false, err
+		}
+	}
+	brk, err := startServer(brokerBin, filepath.Join(tmp, "broker.log"), "-addr", broker)
 	if err != nil {
 		return false, err
 	}
-	broker, err := freeAddr()
-	if err != nil {
-		return false, err
+	defer brk.stop()
+	if err := brk.waitListening(broker); err != nil {
+		return false, fmt.Errorf("broker: %w", err)
 	}
-	args := []string{"-listen", listen, "-embedded-addr", broker, "-log-level", "warn"}
+	args := []string{"-listen", listen, "-brokers", broker, "-log-level", "warn"}
 	if simRate > 0 {
-		args = append(args, "-sim-rate", fmt.Sprint(simRate))
+		args = append(args, "-simulate=true", "-sim-rate", fmt.Sprint(simRate))
 		cfg.Extra = append(append(cfg.Extra, feed.DefaultOrderSymbols...), feed.DefaultLevelSymbols...)
-	} else {
-		args = append(args, "-simulate=false")
+	}
+	if profiles != "" {
+		args = append(args, "-admin-listen", admin)
 	}
 	logPath := filepath.Join(tmp, "marketd.log")
 	srv, err := startServer(bin, logPath, args...)
@@ -134,14 +149,40 @@ func run(ctx context.Context, cfg bench.SoakConfig, simRate int, out, bin string
 	if err := srv.waitReady(ctx, httpBase+"/readyz"); err != nil {
 		return false, fmt.Errorf("marketd: %w (log: %s)", err, tail(logPath))
 	}
-	logf("marketd pid %d on %s, embedded broker %s: %s", srv.cmd.Process.Pid, listen, broker, strings.Join(args, " "))
+	logf("marketd pid %d on %s, broker pid %d on %s: marketd %s", srv.cmd.Process.Pid, listen, brk.cmd.Process.Pid, broker, strings.Join(args, " "))
 
 	cfg.URL = "ws://" + listen + "/v1/ws"
 	cfg.Brokers = []string{broker}
 	cfg.MetricsURL = httpBase + "/metrics"
 	cfg.ServerPID = srv.cmd.Process.Pid
+	cfg.BrokerPID = brk.cmd.Process.Pid
 	cfg.Log = os.Stderr
+	var profWG sync.WaitGroup
+	profCtx, stopProf := context.WithCancel(ctx)
+	defer func() {
+		stopProf()
+		profWG.Wait()
+	}()
+	if profiles != "" {
+		if err := os.MkdirAll(profiles, 0o755); err != nil {
+			return false, err
+		}
+		warmup := cfg.Warmup
+		if warmup <= 0 {
+			warmup = bench.DefaultWarmup
+		}
+		profWG.Go(func() {
+			select {
+			case <-time.After(warmup + cfg.Duration/2):
+				saveHeap(profCtx, "http://"+admin, filepath.Join(profiles, "heap-mid.pb.gz"))
+			case <-profCtx.Done():
+			}
+		})
+	}
 	res, err := bench.Soak(ctx, cfg)
+	if profiles != "" && err == nil {
+		saveHeap(ctx, "http://"+admin, filepath.Join(profiles, "heap-end.pb.gz"))
+	}
 	if err != nil {
 		return false, fmt.Errorf("%w (marketd log: %s)", err, tail(logPath))
 	}
@@ -160,6 +201,41 @@ func run(ctx context.Context, cfg bench.SoakConfig, simRate int, out, bin string
 		}
 	}
 	return res.OK(), nil
+}
+
+// goBuild builds a command of the module.
+func goBuild(ctx context.Context, out, pkg string) error {
+	logf("building %s", pkg)
+	build := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build %s: %w", pkg, err)
+	}
+	return nil
+}
+
+// saveHeap saves marketd's heap profile (its -admin-listen pprof), after a
+// GC, to path; a failure is logged, not fatal.
+func saveHeap(ctx context.Context, base, path string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/debug/pprof/heap?gc=1", nil)
+	if err == nil {
+		var resp *http.Response
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			defer resp.Body.Close()
+			var b []byte
+			if b, err = io.ReadAll(resp.Body); err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("GET %s: %s", req.URL, resp.Status)
+			}
+			if err == nil {
+				err = os.WriteFile(path, b, 0o644)
+			}
+		}
+	}
+	if err != nil {
+		logf("heap profile: %v", err)
+		return
+	}
+	logf("heap profile %s (go tool pprof -sample_index=inuse_space %s)", path, path)
 }
 
 // writeFiles writes soak.json, soak.csv and soak.svg under dir.
@@ -238,6 +314,27 @@ func startServer(bin, logPath string, args ...string) (*server, error) {
 		lf.Close()
 	}()
 	return s, nil
+}
+
+// waitListening waits until addr accepts TCP connections.
+func (s *server) waitListening(addr string) error {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case werr := <-s.done:
+			s.done <- werr
+			return fmt.Errorf("exited before listening on %s: %v", addr, werr)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not listening on %s after %v: %w", addr, startTimeout, err)
+		}
+	}
 }
 
 // waitReady polls the readiness endpoint until it answers 200 (books

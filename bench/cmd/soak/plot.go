@@ -19,10 +19,11 @@ func plot(res *bench.SoakResult, path string) error {
 		unit, div = "min", 60
 	}
 	xLabel := "time since the first sample (" + unit + ")"
-	var t, rss, gor, queued, lag, p50, p99, deliv []float64
+	var t, rss, brokerRSS, gor, queued, lag, p50, p99, deliv []float64
 	for _, s := range res.Samples {
 		t = append(t, s.T/div)
 		rss = append(rss, float64(s.RSS)/(1<<20))
+		brokerRSS = append(brokerRSS, float64(s.BrokerRSS)/(1<<20))
 		gor = append(gor, s.Goroutines)
 		queued = append(queued, s.QueuedBytes/1024)
 		lag = append(lag, s.Lag)
@@ -52,8 +53,8 @@ func plot(res *bench.SoakResult, path string) error {
 	}
 	title := fmt.Sprintf("%d clients, %d records/s + simulator", res.Clients, res.Rate)
 	panels := []lineChart{
-		{title: "Server RSS — " + title, xLabel: xLabel, yLabel: "MiB",
-			series: []series{{name: "RSS", x: t, y: rss}, fit("rss_bytes", 1<<20)}},
+		{title: "Memory — " + title, xLabel: xLabel, yLabel: "MiB",
+			series: []series{{name: "marketd RSS", x: t, y: rss}, fit("rss_bytes", 1<<20), brokerSeries(t, brokerRSS)}},
 		{title: "Server goroutines", xLabel: xLabel, yLabel: "goroutines",
 			series: []series{{name: "goroutines", x: t, y: gor}, fit("goroutines", 1)}},
 		{title: "Backlog: bytes queued on all connections, Kafka lag", xLabel: xLabel, yLabel: "KiB / records",
@@ -86,6 +87,16 @@ func plot(res *bench.SoakResult, path string) error {
 	}
 	b.WriteString("</svg>\n")
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// brokerSeries is the broker's RSS, if it was sampled.
+func brokerSeries(t, rss []float64) series {
+	for _, v := range rss {
+		if v > 0 {
+			return series{name: "broker RSS (log in memory)", x: t, y: rss}
+		}
+	}
+	return series{}
 }
 
 // nonEmpty drops the series without points.
