@@ -228,15 +228,6 @@ func FuzzFrameReader(f *testing.F) {
 	})
 }
 
-// allowDataAfterClose tolerates data frames after the server's close
-// frame, a known fault (seed FuzzFrameReader/8eb0af176c616952): when the
-// client's bytes end (or gws itself finds a protocol error), gws writes
-// its own close frame (1000 "EOF") on the socket while the connection's
-// writer (writer.go) may still be writing the replies it had queued, so a
-// reply can follow the close frame, against RFC 6455 §5.5.1. Set it to
-// false once the server routes gws's close through its writer.
-const allowDataAfterClose = false
-
 // checkServerFrames reads what the server sends until it closes the
 // connection and checks every frame.
 func checkServerFrames(r *rawConn) error {
@@ -252,7 +243,9 @@ func checkServerFrames(r *rawConn) error {
 			return nil
 		case err != nil:
 			return fmt.Errorf("server did not close the connection: %w", err)
-		case closed && (f.op == opClose || !allowDataAfterClose):
+		case closed:
+			// RFC 6455 §5.5.1; seed 8eb0af176c616952 caught gws's own
+			// close frame racing the connection's writer.
 			return fmt.Errorf("frame after the close frame: %q", seen)
 		case f.b0&0x30 != 0:
 			return fmt.Errorf("RSV2/RSV3 set in server frame %#x", f.b0)
