@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -22,6 +24,8 @@ const (
 	defaultShutdown     = 10 * time.Second
 	defaultCkptInterval = 30 * time.Second
 	defaultCkptRecords  = 500_000
+	defaultHandshake    = 10 * time.Second
+	defaultConnBurst    = 10
 	envPrefix           = "MARKETD_"
 )
 
@@ -59,6 +63,16 @@ type config struct {
 	RingSize        int
 	MaxSubs         int
 	ShutdownTimeout time.Duration
+
+	// Security; all off by default (docs/operations.md, Security).
+	AuthToken        string   // one accepted token (-auth-token)
+	AuthTokensFile   string   // a file of accepted tokens, one per line
+	Tokens           []string // AuthToken and the file's tokens; never logged
+	AllowedOrigins   []string // empty = any
+	ConnRate         float64  // upgrades per second per client IP; 0 = off
+	ConnBurst        int
+	HandshakeTimeout time.Duration // http.Server.ReadHeaderTimeout and the upgrade's write
+	TLSCert, TLSKey  string        // PEM files; both set = https and wss
 }
 
 // errHelp is returned by parseConfig when -h was asked for.
@@ -78,7 +92,7 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	// The flag package prints the whole usage on any error; marketd says one
 	// line instead, and prints the usage only when -h asks for it.
 	fs.SetOutput(io.Discard)
-	var brokers, partitions string
+	var brokers, partitions, origins string
 	fs.StringVar(&c.Listen, "listen", defaultListen, "HTTP and WebSocket `address`")
 	fs.StringVar(&brokers, "brokers", "", "Kafka bootstrap `brokers`, comma-separated; empty starts the embedded broker")
 	fs.StringVar(&c.EmbeddedAddr, "embedded-addr", defaultEmbeddedAddr, "`address` the embedded Kafka broker listens on")
@@ -115,6 +129,14 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	fs.IntVar(&c.RingSize, "ring-size", 1024, "recent `messages` kept per stream for resume")
 	fs.IntVar(&c.MaxSubs, "max-subscriptions", 1024, "symbol-channel subscriptions per connection")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdown, "how `long` a graceful shutdown may take")
+	fs.StringVar(&c.AuthToken, "auth-token", "", "`token` a client must present to open /v1/ws (Authorization: Bearer or ?token=); prefer "+envName("auth-token")+" to keep it out of ps")
+	fs.StringVar(&c.AuthTokensFile, "auth-tokens-file", "", "`file` of accepted /v1/ws tokens, one per line (# comments)")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated `origins` (https://host[:port]) whose pages may open /v1/ws (empty = any)")
+	fs.Float64Var(&c.ConnRate, "conn-rate", 0, "WebSocket upgrades per `second` per client IP (0 = no limit)")
+	fs.IntVar(&c.ConnBurst, "conn-burst", defaultConnBurst, "WebSocket upgrades per client IP at once, with -conn-rate")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", defaultHandshake, "how `long` a client may take to send its request headers")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate `file`; with -tls-key serves https and wss")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key `file` of -tls-cert")
 	usage := func() {
 		w := usageOut
 		fmt.Fprintf(w, "Usage: %s [flags]\n       %s health [-url URL]\n       %s replay [flags]   (see %s replay -h)\n\n", name, name, name, name)
@@ -149,6 +171,7 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	c.Brokers = splitList(brokers)
+	c.AllowedOrigins = splitList(origins)
 	if !c.simulateSet {
 		c.Simulate = len(c.Brokers) == 0
 	}
@@ -205,6 +228,9 @@ func (c *config) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
 	}
+	if err := c.validateSecurity(); err != nil {
+		return err
+	}
 	if c.DLQTopic == "" {
 		c.DLQTopic = c.Topic + ".dlq"
 	}
@@ -212,6 +238,70 @@ func (c *config) validate() error {
 		c.CheckpointTopic = c.Topic + ".checkpoints"
 	}
 	return nil
+}
+
+// validateSecurity checks the security flags and reads the tokens. No
+// error quotes a token.
+func (c *config) validateSecurity() error {
+	switch {
+	case c.ConnRate < 0 || c.ConnBurst < 1:
+		return errors.New("-conn-rate must not be negative and -conn-burst must be at least 1")
+	case c.HandshakeTimeout <= 0:
+		return errors.New("-handshake-timeout must be positive")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("-tls-cert and -tls-key go together")
+	}
+	for _, o := range c.AllowedOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("invalid origin %q in -allowed-origins: want http(s)://host[:port]", o)
+		}
+	}
+	c.Tokens = nil
+	if c.AuthToken != "" {
+		if strings.ContainsAny(c.AuthToken, " \t\r\n") {
+			return errors.New("-auth-token must not hold white space")
+		}
+		c.Tokens = append(c.Tokens, c.AuthToken)
+	}
+	if c.AuthTokensFile != "" {
+		toks, err := readTokens(c.AuthTokensFile)
+		if err != nil {
+			return err
+		}
+		c.Tokens = append(c.Tokens, toks...)
+	}
+	return nil
+}
+
+// readTokens reads a tokens file: one token per line; blank lines and
+// lines starting with # are skipped. A file without a token is an error,
+// since it would silently leave /v1/ws open.
+func readTokens(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read -auth-tokens-file: %w", err)
+	}
+	defer f.Close()
+	var toks []string
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		t := strings.TrimSpace(sc.Text())
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		if strings.ContainsAny(t, " \t") {
+			return nil, fmt.Errorf("read -auth-tokens-file %s: line %d holds white space", path, n)
+		}
+		toks = append(toks, t)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read -auth-tokens-file %s: %w", path, err)
+	}
+	if len(toks) == 0 {
+		return nil, fmt.Errorf("read -auth-tokens-file %s: no token in it", path)
+	}
+	return toks, nil
 }
 
 // boolFunc marks a flag.Func flag as boolean, so "-simulate" alone is true.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,7 +32,8 @@ type service struct {
 	ingester   *feed.Ingester
 	server     *stream.Server
 	http       *http.Server
-	ln         net.Listener
+	ln         net.Listener // plain TCP; TLS is layered in serve
+	tls        bool         // https and wss
 	admin      *http.Server
 
 	cancel context.CancelFunc // stops the ingester and the simulator
@@ -52,11 +54,22 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 		}
 	}()
 
-	// Listen first, so that a taken port fails at once.
+	// Listen first, so that a taken port (or a bad certificate) fails at once.
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("load -tls-cert and -tls-key: %w", err)
+		}
+		// HTTP/1.1 only: a WebSocket upgrade hijacks the connection,
+		// which HTTP/2 cannot.
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	}
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	cleanup = append(cleanup, func() { s.ln.Close() })
+	s.tls = tlsConfig != nil
 
 	brokers := cfg.Brokers
 	if len(brokers) == 0 {
@@ -118,6 +131,11 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 		PingInterval:     cfg.PingInterval,
 		ReadTimeout:      cfg.ReadTimeout,
 		WriteTimeout:     cfg.WriteTimeout,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		Tokens:           cfg.Tokens,
+		AllowedOrigins:   cfg.AllowedOrigins,
+		ConnRate:         cfg.ConnRate,
+		ConnBurst:        cfg.ConnBurst,
 		QueueSoftLimit:   cfg.QueueSoft,
 		QueueHardLimit:   cfg.QueueHard,
 		RingSize:         cfg.RingSize,
@@ -167,7 +185,8 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 
 	s.http = &http.Server{
 		Handler:           s.server.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		TLSConfig:         tlsConfig,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	s.wg.Go(func() { s.serve(s.http, s.ln, "http") })
@@ -177,6 +196,15 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 }
 
 func (s *service) serve(srv *http.Server, ln net.Listener, name string) {
+	if srv.TLSConfig != nil {
+		// The certificate is in TLSConfig; an empty TLSNextProto map keeps
+		// ServeTLS from adding h2.
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.fail(fmt.Errorf("%s server: %w", name, err))
+		}
+		return
+	}
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.fail(fmt.Errorf("%s server: %w", name, err))
 	}
@@ -200,7 +228,11 @@ func (s *service) URL(path string) string {
 	if addr.IP.IsUnspecified() {
 		host = "localhost"
 	}
-	return "http://" + net.JoinHostPort(host, fmt.Sprint(addr.Port)) + path
+	scheme := "http://"
+	if s.tls {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, fmt.Sprint(addr.Port)) + path
 }
 
 // Wait blocks until ctx is done or a component fails, then shuts the service
