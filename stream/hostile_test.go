@@ -83,6 +83,39 @@ func TestHostileFrames(t *testing.T) {
 			r.writeFrame(0x01, []byte{'"', 0xe2, 0x82}, true, -1)
 			r.writeFrame(0x80, []byte{'"'}, true, -1)
 		}, 1007, "invalid_utf8"},
+		{"invalid UTF-8 in a close reason", nil, func(r *rawConn) {
+			r.writeFrame(0x88, []byte{0x03, 0xe8, 'b', 0xff, 'e'}, true, -1)
+		}, 1007, "invalid_utf8"},
+		{"close payload of one byte", nil, func(r *rawConn) {
+			r.writeFrame(0x88, []byte{0x03}, true, -1)
+		}, 1002, "protocol_error"},
+		{"64-bit length 2^63-1", nil, func(r *rawConn) {
+			r.writeRawHeader(0x81, 1<<63-1)
+		}, 1009, "too_big"},
+		{"64-bit length 2^63-1, deflate", []string{deflate}, func(r *rawConn) {
+			r.writeRawHeader(0xC1, 1<<63-1)
+		}, 1009, "too_big"},
+		{"binary message over the limit", nil, func(r *rawConn) {
+			r.writeRawHeader(0x82, 1<<40)
+		}, 1009, "too_big"},
+		{"compressed continuation without deflate", nil, func(r *rawConn) {
+			r.writeFrame(0x41, []byte("x"), true, -1)
+		}, 1002, "protocol_error"},
+	}
+	// Close codes a client must not send (RFC 6455 §7.4.1 and §7.4.2):
+	// 0-999 are unused, 1004-1006 and 1015 reserved, 1016-2999 for future
+	// extensions of the standard; 3000-4999 are for applications and 5000
+	// up do not exist.
+	for _, code := range []int{0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535} {
+		cases = append(cases, struct {
+			name   string
+			header []string
+			send   func(r *rawConn)
+			code   int
+			reason string
+		}{fmt.Sprintf("close code %d", code), nil, func(r *rawConn) {
+			r.writeFrame(0x88, []byte{byte(code >> 8), byte(code)}, true, -1)
+		}, 1002, "protocol_error"})
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
