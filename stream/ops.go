@@ -10,7 +10,8 @@ import (
 
 // handle processes one client message for the reader goroutine. Every op
 // gets exactly one reply carrying its id: an ack (subscribe, unsubscribe,
-// snapshot — after the data the op queued), a pong (ping) or an error.
+// snapshot — after the data the op queued; replay — from the replay, after
+// the messages that start it), a pong (ping) or an error.
 func (c *client) handle(data []byte, text bool) {
 	now := monoNow()
 	switch c.limiter.take(now) {
@@ -40,6 +41,8 @@ func (c *client) handle(data []byte, text bool) {
 		oe = c.unsubscribe(req)
 	case "snapshot":
 		oe = c.snapshot(req)
+	case "replay":
+		oe = c.replayOp(req)
 	case "ping":
 		c.pushOwn(appendPong(nil, req.ID, time.Now().UnixMicro()))
 	case "":
@@ -173,7 +176,8 @@ func (c *client) unsub(key subKey, m *member) {
 }
 
 // unsubscribe handles {"op":"unsubscribe"}; symbols not subscribed are
-// acknowledged too.
+// acknowledged too. It also ends the replays of the channel that name one
+// of the symbols (see replay.go).
 func (c *client) unsubscribe(req *request) *opError {
 	ch, syms, oe := symbolsOf(req, c.srv.cfg.MaxSubscriptions)
 	if oe != nil {
@@ -185,6 +189,7 @@ func (c *client) unsubscribe(req *request) *opError {
 			c.unsub(key, m)
 		}
 	}
+	c.srv.stopReplays(c, ch, syms)
 	c.pushOwn(appendAck(nil, req.ID, &ackInfo{op: "unsubscribe", channel: ch, symbols: syms}))
 	return nil
 }

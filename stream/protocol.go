@@ -82,7 +82,8 @@ type ErrorCode uint8
 const (
 	// CodeBadRequest: malformed JSON, a missing or invalid field.
 	CodeBadRequest ErrorCode = iota + 1
-	// CodeUnknownOp: the op is none of subscribe, unsubscribe, snapshot, ping.
+	// CodeUnknownOp: the op is none of subscribe, unsubscribe, snapshot, ping,
+	// replay (nor replay on a server without Config.Replay).
 	CodeUnknownOp
 	// CodeUnknownChannel: the channel is none of book, ticker, trades.
 	CodeUnknownChannel
@@ -92,6 +93,11 @@ const (
 	CodeTooManySubscriptions
 	// CodeRateLimited: the client sends messages faster than the rate limit.
 	CodeRateLimited
+	// CodeTooManyReplays: the server runs Config.MaxReplays replays already.
+	CodeTooManyReplays
+	// CodeReplayFailed: the replay's range cannot be read (a broker that
+	// does not answer, a range the topic no longer holds).
+	CodeReplayFailed
 	numErrorCodes = iota + 1
 )
 
@@ -102,6 +108,8 @@ var errorCodeNames = [...]string{
 	CodeUnknownSymbol:        "unknown_symbol",
 	CodeTooManySubscriptions: "too_many_subscriptions",
 	CodeRateLimited:          "rate_limited",
+	CodeTooManyReplays:       "too_many_replays",
+	CodeReplayFailed:         "replay_failed",
 }
 
 // String returns the wire code of c, e.g. "bad_request".
@@ -134,6 +142,12 @@ type request struct {
 	Depth    *int              `json:"depth"`
 	Interval string            `json:"interval"`
 	Resume   map[string]uint64 `json:"resume"`
+	// From and To bound a replay: Unix microseconds (a JSON number) or
+	// RFC 3339 (a string); To may also be "live". Decoded as they are
+	// (json.Number or string) and checked by newReplay.
+	From  any      `json:"from"`
+	To    any      `json:"to"`
+	Speed *float64 `json:"speed"`
 }
 
 // maxIDLen bounds the text of a request id, which is echoed in the reply.

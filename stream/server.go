@@ -45,6 +45,7 @@ const (
 	DefaultRateBurst         = 100
 	DefaultCompressThreshold = 64 // bytes
 	DefaultReadBufferSize    = 1024
+	DefaultMaxReplays        = 4
 )
 
 // Config configures a Server. The zero value of every field but Books
@@ -65,6 +66,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger logs connection errors at debug level; nil means slog.Default().
 	Logger *slog.Logger
+	// Replay reads history for the "replay" op (replay.go); nil refuses
+	// the op with unknown_op. MaxReplays caps the replays reading history
+	// at once on the server (too_many_replays past it). Default
+	// DefaultMaxReplays.
+	Replay     ReplaySource
+	MaxReplays int
 
 	// PingInterval is how long a connection may be quiet before the server
 	// pings it. Default DefaultPingInterval.
@@ -153,6 +160,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RingSize, DefaultRingSize)
 	def(&c.MaxSubscriptions, DefaultMaxSubscriptions)
 	def(&c.MaxMessageSize, DefaultMaxMessageSize)
+	def(&c.MaxReplays, DefaultMaxReplays)
 	def(&c.RateBurst, DefaultRateBurst)
 	def(&c.CompressThreshold, DefaultCompressThreshold)
 	def(&c.ReadBufferSize, DefaultReadBufferSize)
@@ -181,7 +189,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("stream config: ReadTimeout %v must exceed PingInterval %v", c.ReadTimeout, c.PingInterval)
 	case c.QueueSoftLimit < 0 || c.QueueHardLimit <= c.QueueSoftLimit:
 		return fmt.Errorf("stream config: QueueHardLimit %d must exceed QueueSoftLimit %d", c.QueueHardLimit, c.QueueSoftLimit)
-	case c.RingSize < 0 || c.MaxSubscriptions < 0 || c.MaxMessageSize < 0 || c.ReadBufferSize < 0 || c.CompressThreshold < 0 || c.SendBuffer < 0:
+	case c.RingSize < 0 || c.MaxSubscriptions < 0 || c.MaxMessageSize < 0 || c.ReadBufferSize < 0 || c.CompressThreshold < 0 || c.SendBuffer < 0 || c.MaxReplays < 0:
 		return errors.New("stream config: negative size")
 	case c.RateLimit < 0 || c.RateBurst < 0:
 		return errors.New("stream config: negative rate limit")
@@ -191,11 +199,13 @@ func (c Config) Validate() error {
 
 // Server serves the WebSocket stream and the HTTP read side.
 type Server struct {
-	cfg   Config
-	hub   *Hub
-	stats *stats
-	log   *slog.Logger
-	mux   *http.ServeMux
+	cfg Config
+	hub *Hub
+	// replays are the replays of the "replay" op (replay.go).
+	replays replaySet
+	stats   *stats
+	log     *slog.Logger
+	mux     *http.ServeMux
 
 	events     *events
 	gate       *gate
