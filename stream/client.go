@@ -95,6 +95,15 @@ func (c *client) closeAndWait(reason CloseReason) {
 	c.waitClosed()
 }
 
+// stopOps cancels the connection's context: an op or a catch-up waiting
+// in Books.Do for a book's owner gives up, so that a closing connection's
+// goroutines end even if an owner is stuck.
+func (c *client) stopOps() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
 // closeWithFrame closes the connection with a close frame built by gws,
 // dropping what is queued, unless a close is under way already.
 func (c *client) closeWithFrame(reason CloseReason, frame []byte) {
@@ -206,7 +215,7 @@ func (c *client) teardown(err error) {
 	}
 	c.closing = true
 	c.mu.Unlock()
-	c.cancel()
+	c.stopOps()
 	h := c.srv.hub
 	for k, m := range c.subs {
 		if m == nil {

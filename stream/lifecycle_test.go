@@ -137,6 +137,8 @@ func TestShutdown(t *testing.T) {
 	req, _ := http.NewRequest("GET", "/v1/ws", nil)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 	s.Handler().ServeHTTP(rec, req)
 	if rec.status != http.StatusServiceUnavailable {
 		t.Errorf("upgrade after shutdown: %d", rec.status)

@@ -173,15 +173,15 @@ func parseRequest(data []byte) (*request, error) {
 		}
 		return &req, fmt.Errorf("decode request: %w", err)
 	}
-	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
-		return &req, errNotObject
-	}
 	if string(req.ID) == "null" {
 		req.ID = nil
 	}
 	if req.ID != nil && !validID(req.ID) {
 		req.ID = nil
 		return &req, errors.New("id must be an integer or a string of at most 64 bytes")
+	}
+	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
+		return &req, errNotObject // with the id, which is valid
 	}
 	return &req, nil
 }

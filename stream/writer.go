@@ -131,6 +131,7 @@ func (c *client) beginClose(reason CloseReason, drop bool) {
 func (c *client) beginCloseFrame(reason CloseReason, f []byte, drop bool) {
 	c.closing = true
 	c.reason = reason
+	c.stopOps()
 	if drop {
 		for i := range c.queue {
 			c.queued -= c.queue[i].size()
@@ -304,6 +305,7 @@ func (c *client) writeFailed(err error) {
 	}
 	c.closing = true
 	c.writing = false
+	c.stopOps()
 	for i := range c.queue {
 		c.queue[i] = outItem{}
 	}
