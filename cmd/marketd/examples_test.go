@@ -29,6 +29,14 @@ import (
 const (
 	// exampleUpdates is how many verified updates each run must reach.
 	exampleUpdates = 150
+	// A faults run corrupts its book after faultCorruptAt verified updates,
+	// has its connection cut after faultCutAt, and must reach
+	// faultUpdates: far more, because a client is behind the network by
+	// what it has received and not yet handled (hundreds of updates on a
+	// loaded machine), and must run out of that backlog and reconnect.
+	faultCorruptAt = 30
+	faultCutAt     = 60
+	faultUpdates   = 4 * exampleUpdates
 	// exampleSimRate is the simulator's records per second: BTC-USD's
 	// depth-10 book then changes about 150 times a second.
 	exampleSimRate = "1000"
@@ -50,8 +58,8 @@ var examplesDir = filepath.Join("..", "..", "docs", "examples")
 // book updates against the server's checksums. Each command-line example
 // runs twice: once on a clean connection, which must see no checksum
 // mismatch, gap or resync; and once through a proxy that cuts the connection
-// halfway, with the example told to corrupt its own book once before that:
-// it must detect exactly that one mismatch, resync, reconnect, resume, and
+// early, with the example told to corrupt its own book once before that: it
+// must detect exactly that one mismatch, resync, reconnect, resume, and
 // still verify every update after.
 func TestExamples(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), examplesBudget)
@@ -172,9 +180,9 @@ func parseSummary(line string) (exampleSummary, bool) {
 var verifiedRE = regexp.MustCompile(`\| verified=(\d+)$`)
 
 // runCLIExample runs one command-line example to the end and checks its
-// summary. With faults, the example reaches the server through a proxy that
-// cuts the connection once the example has verified half its updates, and
-// it corrupts its own book after a quarter of them.
+// summary. With faults, the example corrupts its own book after
+// faultCorruptAt verified updates, and reaches the server through a proxy
+// that cuts the connection once the example has verified faultCutAt.
 func runCLIExample(t *testing.T, ctx context.Context, argv []string, dash, wsURL string, faults bool) {
 	target := wsURL
 	var proxy *cutProxy
@@ -187,10 +195,14 @@ func runCLIExample(t *testing.T, ctx context.Context, argv []string, dash, wsURL
 		u.Host = proxy.Addr()
 		target = u.String()
 	}
-	args := append(argv[1:len(argv):len(argv)], dash+"url", target, dash+"symbol", "BTC-USD",
-		dash+"depth", "10", dash+"updates", strconv.Itoa(exampleUpdates))
+	updates := exampleUpdates
 	if faults {
-		args = append(args, dash+"corrupt-after", strconv.Itoa(exampleUpdates/4))
+		updates = faultUpdates
+	}
+	args := append(argv[1:len(argv):len(argv)], dash+"url", target, dash+"symbol", "BTC-USD",
+		dash+"depth", "10", dash+"updates", strconv.Itoa(updates))
+	if faults {
+		args = append(args, dash+"corrupt-after", strconv.Itoa(faultCorruptAt))
 	}
 	cmd := exec.CommandContext(ctx, argv[0], args...)
 	cmd.WaitDelay = exampleWaitDelay
@@ -218,7 +230,7 @@ func runCLIExample(t *testing.T, ctx context.Context, argv []string, dash, wsURL
 			summary = s
 		}
 		if m := verifiedRE.FindStringSubmatch(line); m != nil && faults && !cut {
-			if n, _ := strconv.Atoi(m[1]); n >= exampleUpdates/2 {
+			if n, _ := strconv.Atoi(m[1]); n >= faultCutAt {
 				cut = true
 				t.Logf("cutting the connection after %d verified updates, %v in", n, time.Since(start).Round(time.Millisecond))
 				proxy.cut()
@@ -248,8 +260,12 @@ func runCLIExample(t *testing.T, ctx context.Context, argv []string, dash, wsURL
 // caught and the cut connection resumed.
 func checkSummary(t *testing.T, s exampleSummary, faults bool, report func() string) {
 	t.Helper()
+	updates := exampleUpdates
+	if faults {
+		updates = faultUpdates
+	}
 	want := map[string]func(int) bool{
-		"verified":  func(n int) bool { return n >= exampleUpdates },
+		"verified":  func(n int) bool { return n >= updates },
 		"snapshots": func(n int) bool { return n >= 1 },
 		"gaps":      func(n int) bool { return n == 0 },
 	}
