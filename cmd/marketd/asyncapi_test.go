@@ -678,6 +678,10 @@ func TestAsyncAPIAgainstServer(t *testing.T) {
 	})
 
 	var wg sync.WaitGroup
+	defer func() { // on a Fatal too: the clients report through t
+		cancel()
+		wg.Wait()
+	}()
 	wg.Go(func() {
 		slowClient(ctx, t, wsURL, svc.URL("/metrics"), func() {
 			produce(ctx, t, svc, bigBookSymbol, bigChange)
