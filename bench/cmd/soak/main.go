@@ -17,6 +17,7 @@
 //
 //	go run ./bench/cmd/soak                  # 10 minutes
 //	go run ./bench/cmd/soak -duration 20s    # a quick check
+//	go run ./bench/cmd/soak -replot docs/img/soak.json   # redraw the plot
 //
 // The chart writer (svg.go) is the benchmark suite's, linked from
 // bench/cmd/suite so that both commands draw with the same code.
@@ -67,6 +68,7 @@ func main() {
 		simRate         int
 		rssMiB, maxGors float64
 		profiles        string
+		replot          string
 	)
 	flag.DurationVar(&cfg.Duration, "duration", bench.DefaultSoakDuration, "how `long` to soak")
 	flag.DurationVar(&cfg.Sample, "sample", 0, "time between samples (default 5s, less in a short soak: at least 20 samples)")
@@ -82,7 +84,15 @@ func main() {
 	flag.StringVar(&out, "out", "docs/img", "`directory` for soak.csv, soak.json and soak.svg")
 	flag.StringVar(&bin, "marketd", "", "marketd `binary` to run (default: build ./cmd/marketd)")
 	flag.StringVar(&profiles, "profiles", "", "`directory` for marketd heap profiles at the middle and the end of the soak (default none)")
+	flag.StringVar(&replot, "replot", "", "only redraw <out>/soak.svg from a soak.json `file`")
 	flag.Parse()
+	if replot != "" {
+		if err := redraw(replot, out); err != nil {
+			fmt.Fprintf(os.Stderr, "soak: %v\n", err)
+			os.Exit(2)
+		}
+		return
+	}
 	cfg.Limits = bench.DefaultSoakLimits
 	cfg.Limits.RSS.Abs = rssMiB * (1 << 20)
 	cfg.Limits.Goroutines.Abs = maxGors
@@ -201,6 +211,19 @@ func run(ctx context.Context, cfg bench.SoakConfig, simRate int, out, bin, profi
 		}
 	}
 	return res.OK(), nil
+}
+
+// redraw draws <out>/soak.svg from a saved result.
+func redraw(path, out string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res bench.SoakResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return plot(&res, filepath.Join(out, "soak.svg"))
 }
 
 // goBuild builds a command of the module.

@@ -93,7 +93,7 @@ func plot(res *bench.SoakResult, path string) error {
 func brokerSeries(t, rss []float64) series {
 	for _, v := range rss {
 		if v > 0 {
-			return series{name: "broker RSS (log in memory)", x: t, y: rss}
+			return series{name: "broker RSS", x: t, y: rss}
 		}
 	}
 	return series{}
