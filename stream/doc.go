@@ -41,6 +41,16 @@
 //   - Liveness uses one timer per connection (time.AfterFunc), no goroutine.
 //   - Lock order: Hub.mu → topic.mu → client.mu; Hub.ivMu innermost.
 //
+// # Admission
+//
+// Before an upgrade, /v1/ws checks (security.go) the handshake itself
+// (400, or 426 with Sec-WebSocket-Version: 13: gws would answer 400 to a
+// wrong version), then, when configured, the per-IP connection rate (429
+// with Retry-After), the Origin allow-list (403) and the tokens (401,
+// compared in constant time); each refusal is counted by reason. A token
+// in the query is removed from the request; no token is logged. The
+// limiter's buckets are guarded by its own mutex, taken alone.
+//
 // # Backpressure
 //
 // Each connection's queue is bounded in bytes when enqueueing. Past
