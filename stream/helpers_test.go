@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -402,7 +401,7 @@ func (c *wsClient) checkErrs() {
 type localBook struct {
 	symbol     string
 	depth      int
-	bids, asks map[string]string // price → size, wire text
+	bids, asks map[book.Num]book.Num // price → size
 	seq        uint64
 	started    bool
 	updates    int
@@ -417,7 +416,7 @@ func newLocalBook(symbol string, depth int) *localBook {
 func (lb *localBook) apply(m wireMsg) error {
 	switch m.Type {
 	case "snapshot":
-		lb.bids, lb.asks = map[string]string{}, map[string]string{}
+		lb.bids, lb.asks = map[book.Num]book.Num{}, map[book.Num]book.Num{}
 		lb.started = true
 	case "update":
 		if !lb.started {
@@ -435,25 +434,27 @@ func (lb *localBook) apply(m wireMsg) error {
 	}
 	for _, side := range []struct {
 		levels [][]string
-		m      map[string]string
+		m      map[book.Num]book.Num
 	}{{m.Bids, lb.bids}, {m.Asks, lb.asks}} {
 		for _, l := range side.levels {
 			if len(l) != 2 {
 				return fmt.Errorf("bad level %v", l)
 			}
-			for _, s := range l {
-				n, err := book.ParseNum(s)
-				if err != nil || n.String() != s {
+			var n [2]book.Num
+			for i, s := range l {
+				v, err := book.ParseNum(s)
+				if err != nil || v.String() != s {
 					return fmt.Errorf("number %q is not canonical", s)
 				}
+				n[i] = v
 			}
-			if l[1] == "0" {
+			if n[1] == 0 {
 				if m.Type == "snapshot" {
 					return fmt.Errorf("snapshot level of size 0")
 				}
-				delete(side.m, l[0])
+				delete(side.m, n[0])
 			} else {
-				side.m[l[0]] = l[1]
+				side.m[n[0]] = n[1]
 			}
 		}
 	}
@@ -470,29 +471,42 @@ func (lb *localBook) apply(m wireMsg) error {
 	return nil
 }
 
-// levels returns a side best first.
-func (lb *localBook) levels(side book.Side) []book.Level {
+// top returns the best n levels of a side, best first (all for n < 0).
+func (lb *localBook) top(side book.Side, n int) []book.Level {
 	m := lb.bids
+	better := func(a, b book.Num) bool { return a > b }
 	if side == book.Sell {
 		m = lb.asks
+		better = func(a, b book.Num) bool { return a < b }
 	}
-	out := make([]book.Level, 0, len(m))
+	if n < 0 || n > len(m) {
+		n = len(m)
+	}
+	out := make([]book.Level, 0, n+1)
 	for p, s := range m {
-		out = append(out, book.Level{Price: mustNum(p), Size: mustNum(s)})
-	}
-	slices.SortFunc(out, func(a, b book.Level) int {
-		if side == book.Buy {
-			return cmp.Compare(b.Price, a.Price)
+		// Insertion into the best n seen so far.
+		i := len(out)
+		for i > 0 && better(p, out[i-1].Price) {
+			i--
 		}
-		return cmp.Compare(a.Price, b.Price)
-	})
+		if i >= n {
+			continue
+		}
+		out = slices.Insert(out, i, book.Level{Price: p, Size: s})
+		if len(out) > n {
+			out = out[:n]
+		}
+	}
 	return out
 }
+
+// levels returns a side best first.
+func (lb *localBook) levels(side book.Side) []book.Level { return lb.top(side, -1) }
 
 // checksum computes the protocol checksum from the local view by the
 // letter of protocol.md §3, independently of book.Checksum.
 func (lb *localBook) checksum() uint32 {
-	bids, asks := lb.levels(book.Buy), lb.levels(book.Sell)
+	bids, asks := lb.top(book.Buy, 10), lb.top(book.Sell, 10)
 	var sb strings.Builder
 	for i := range 10 {
 		if i < len(bids) {

@@ -97,7 +97,7 @@ func (sc *streamChecker) check(m wireMsg) error {
 // 4008 once its queue passes the hard limit, and the memory queued stays
 // bounded by that limit.
 func TestSlowConsumerClosed(t *testing.T) {
-	const soft, hard = 256 << 10, 768 << 10
+	const soft, hard = 128 << 10, 384 << 10
 	// A small kernel send buffer: what the kernel holds is not queued. A
 	// long write timeout: the stalled client reads only at the end.
 	ts := startServer(t, Config{QueueSoftLimit: soft, QueueHardLimit: hard, SendBuffer: 16 << 10, WriteTimeout: time.Minute, RateLimit: 1e6}, symLevels)
@@ -134,7 +134,7 @@ func TestSlowConsumerClosed(t *testing.T) {
 		if i == 1000 {
 			t.Fatalf("no slow consumer after %d rounds: %+v", i, ts.Stats())
 		}
-		d.round(20, 100)
+		d.round(40, 100)
 		ts.sync(t, symLevels)
 		maxQueued = max(maxQueued, ts.Stats().QueuedBytes)
 		// The healthy clients read the round before the next (a publisher
