@@ -74,10 +74,10 @@ type ReplayHandler interface {
 
 // Replay limits.
 const (
-	// maxLivePasses is how many times a replay to "live" checks whether
-	// it reached the live position before it joins with a gap (book: a
-	// fresh snapshot) instead of reading on.
-	maxLivePasses = 100
+	// maxLiveChase is how long a replay to "live" may chase the live
+	// position, from its first try to join, before it joins with a gap
+	// (book: a fresh snapshot) instead of reading on.
+	maxLiveChase = 10 * time.Second
 	// roomDivisor sets the queue room a replay waits for before each
 	// message: queued bytes under QueueSoftLimit / roomDivisor.
 	roomDivisor = 2
@@ -116,7 +116,7 @@ type replay struct {
 
 	// Owned by the replay's goroutine:
 	begun   bool
-	passes  int
+	chase   time.Time // the first try to join the live stream
 	encs    map[string]*MessageEncoder
 	seqs    map[string]uint64 // the book seq the replay reached, per symbol
 	joined  map[string]bool
@@ -506,8 +506,10 @@ func (r *replay) pace(ts int64) error {
 // replayed message and the first live one. It reports whether every
 // symbol has joined.
 func (r *replay) CaughtUp(ctx context.Context) (bool, error) {
-	r.passes++
-	final := r.passes >= maxLivePasses
+	if r.chase.IsZero() {
+		r.chase = time.Now()
+	}
+	final := time.Since(r.chase) >= maxLiveChase
 	books := r.c.srv.cfg.Books
 	all := true
 	for _, sym := range r.syms {

@@ -140,6 +140,12 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 		QueueHardLimit:   cfg.QueueHard,
 		RingSize:         cfg.RingSize,
 		MaxSubscriptions: cfg.MaxSubs,
+		Replay: &replaySource{
+			brokers:         brokers,
+			topic:           cfg.Topic,
+			checkpointTopic: cfg.CheckpointTopic,
+			log:             logger.With("component", "ws-replay"),
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("configure server: %w", err)
