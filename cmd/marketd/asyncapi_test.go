@@ -291,7 +291,7 @@ func TestAsyncAPIDocument(t *testing.T) {
 		address string
 		kinds   []string
 	}{
-		"ws": {"/v1/ws", []string{"op:subscribe", "op:unsubscribe", "op:snapshot", "op:ping",
+		"ws": {"/v1/ws", []string{"op:subscribe", "op:unsubscribe", "op:snapshot", "op:replay", "op:ping",
 			"type:ack", "type:error", "type:snapshot", "type:update", "type:trade", "type:ticker", "type:pong", "type:notice"}},
 		"marketEvents": {"market.events", []string{"type:add", "type:modify", "type:cancel", "type:trade", "type:level", "type:snapshot"}},
 		"deadLetters":  {"market.events.dlq", []string{""}},
@@ -677,30 +677,31 @@ func TestAsyncAPIAgainstServer(t *testing.T) {
 		return nil
 	})
 
+	// The slow client goes first, alone: it watches marketd's queued bytes,
+	// which only its queue may grow.
+	slowClient(ctx, t, wsURL, svc.URL("/metrics"), func() {
+		produce(ctx, t, svc, bigBookSymbol, bigChange)
+		// Applied means published: the book answers HTTP on the
+		// goroutine that applies and publishes its changes.
+		poll(ctx, t, "the change of "+bigBookSymbol, func() error {
+			resp, err := http.Get(svc.URL("/v1/book/" + bigBookSymbol + "?depth=1"))
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var b struct{ Bids [][2]string }
+			if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || len(b.Bids) == 0 || b.Bids[0][1] != "7" {
+				return fmt.Errorf("%s: best bid %v (%v), want size 7", bigBookSymbol, b.Bids, err)
+			}
+			return nil
+		})
+	}, check)
+
 	var wg sync.WaitGroup
-	defer func() { // on a Fatal too: the clients report through t
+	defer func() { // on a Fatal too: the client reports through t
 		cancel()
 		wg.Wait()
 	}()
-	wg.Go(func() {
-		slowClient(ctx, t, wsURL, svc.URL("/metrics"), func() {
-			produce(ctx, t, svc, bigBookSymbol, bigChange)
-			// Applied means published: the book answers HTTP on the
-			// goroutine that applies and publishes its changes.
-			poll(ctx, t, "the change of "+bigBookSymbol, func() error {
-				resp, err := http.Get(svc.URL("/v1/book/" + bigBookSymbol + "?depth=1"))
-				if err != nil {
-					return err
-				}
-				defer resp.Body.Close()
-				var b struct{ Bids [][2]string }
-				if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || len(b.Bids) == 0 || b.Bids[0][1] != "7" {
-					return fmt.Errorf("%s: best bid %v (%v), want size 7", bigBookSymbol, b.Bids, err)
-				}
-				return nil
-			})
-		}, check)
-	})
 	wg.Go(func() { rateLimitedClient(ctx, t, wsURL, check) })
 
 	many := make([]string, 1025)
@@ -812,6 +813,28 @@ func TestAsyncAPIAgainstServer(t *testing.T) {
 	start = time.Now()
 	checkKafkaAgainstAsyncAPI(ctx, t, a, svc)
 	t.Logf("checked Kafka records in %v", time.Since(start).Round(time.Millisecond))
+
+	// "marketd replay -format jsonl" prints a range as the messages a
+	// client would have received, marked as replayed.
+	var out, errOut bytes.Buffer
+	err = runReplay(ctx, []string{"-brokers", svc.brokerAddr, "-topic", svc.cfg.Topic, "-format", "jsonl",
+		"-partition", "0", "-from-offset", "0", "-to-offset", fmt.Sprint(replayRecords - 1), "-log-level", "error"},
+		&out, &errOut, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("marketd replay: %v\n%s", err, errOut.Bytes())
+	}
+	lines := 0
+	for line := range bytes.Lines(out.Bytes()) {
+		line = bytes.TrimSuffix(line, []byte("\n"))
+		if m := check("replay", line); m["replay"] != true {
+			t.Errorf("replayed message without \"replay\":true: %s", line)
+		}
+		lines++
+	}
+	if lines == 0 {
+		t.Errorf("marketd replay printed nothing; stderr: %s", errOut.Bytes())
+	}
+	t.Logf("validated %d messages of marketd replay -format jsonl", lines)
 }
 
 // The slow client's book: bigBookSymbol, level-based, put on the input
@@ -1012,6 +1035,9 @@ var schemaDetectable = map[string]bool{
 	"not_json": true, "unknown_type": true, "missing_field": true,
 	"bad_field": true, "non_positive": true, "precision": true,
 }
+
+// replayRecords is how many records of partition 0 the replay check reads.
+const replayRecords = 300
 
 // Bounds on the simulator's good records validated: every bad one is.
 const (
