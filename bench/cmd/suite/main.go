@@ -110,6 +110,7 @@ func main() {
 	flag.StringVar(&only, "only", "", "comma-separated scenario `names` to run (default all)")
 	flag.StringVar(&targets, "targets", "marketd,peer", "comma-separated targets")
 	flag.BoolVar(&noCeiling, "no-ceiling", false, "skip the ceiling runs")
+	replot := flag.Bool("replot", false, "run nothing: redraw the plots and the results block from the -out directory's summary.json")
 	flag.StringVar(&s.rev, "rev", "", "build the binaries from this git `revision` (e.g. HEAD) instead of the work tree")
 	flag.DurationVar(&s.quietWait, "quiet-wait", 30*time.Second, "before each run, wait up to this `long` for other jobs to leave the server's CPU below 25% busy")
 	flag.IntVar(&s.repeat, "repeat", 1, "run every scenario this many `times` and keep the least disturbed run")
@@ -120,7 +121,11 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := s.run(ctx, only, !noCeiling); err != nil {
+	run := func() error { return s.run(ctx, only, !noCeiling) }
+	if *replot {
+		run = s.replot
+	}
+	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "suite: %v\n", err)
 		os.Exit(1)
 	}
@@ -139,22 +144,10 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 		return fmt.Errorf("taskset (util-linux) is needed to pin processes: %w", err)
 	}
 	raiseFileLimit()
-	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-	if err != nil {
-		return fmt.Errorf("find the module root: %w", err)
+	if err := s.resolvePaths(); err != nil {
+		return err
 	}
-	s.root = strings.TrimSpace(string(root))
-	for _, d := range []*string{&s.out, &s.img} {
-		if !filepath.IsAbs(*d) {
-			*d = filepath.Join(s.root, *d)
-		}
-		if err := os.MkdirAll(*d, 0o755); err != nil {
-			return err
-		}
-	}
-	if s.doc != "" && !filepath.IsAbs(s.doc) {
-		s.doc = filepath.Join(s.root, s.doc)
-	}
+	var err error
 	if s.bin, err = os.MkdirTemp("", "marketd-bench-"); err != nil {
 		return err
 	}
@@ -250,7 +243,16 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 	if err := os.WriteFile(filepath.Join(s.out, "summary.json"), append(js, '\n'), 0o644); err != nil {
 		return err
 	}
-	if err := s.plots(&sum); err != nil {
+	if err := s.render(&sum); err != nil {
+		return err
+	}
+	s.logf("done in %v; results in %s", time.Since(started).Round(time.Second), s.out)
+	return nil
+}
+
+// render draws the plots and writes summary.md and the doc's block.
+func (s *suite) render(sum *summary) error {
+	if err := s.plots(sum); err != nil {
 		return fmt.Errorf("plots: %w", err)
 	}
 	md := sum.markdown()
@@ -258,11 +260,60 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 		return err
 	}
 	if s.doc != "" {
-		if err := replaceBlock(s.doc, md); err != nil {
+		return replaceBlock(s.doc, md)
+	}
+	return nil
+}
+
+// replot renders the summary.json of a previous run again.
+func (s *suite) replot() error {
+	if err := s.resolvePaths(); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(s.out, "summary.json"))
+	if err != nil {
+		return err
+	}
+	var sum summary
+	if err := json.Unmarshal(b, &sum); err != nil {
+		return fmt.Errorf("read summary.json: %w", err)
+	}
+	// Results from before the disturbance was measured have no
+	// others_cpu_share: unknown, not 0.
+	var raw struct {
+		Results []struct {
+			Server map[string]json.RawMessage `json:"server"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("read summary.json: %w", err)
+	}
+	for i, r := range raw.Results {
+		if _, ok := r.Server["others_cpu_share"]; !ok && i < len(sum.Results) && sum.Results[i].Server != nil {
+			sum.Results[i].Server.OthersShare = -1
+		}
+	}
+	return s.render(&sum)
+}
+
+// resolvePaths makes the output paths absolute under the module root.
+func (s *suite) resolvePaths() error {
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return fmt.Errorf("find the module root: %w", err)
+	}
+	s.root = strings.TrimSpace(string(root))
+	for _, d := range []*string{&s.out, &s.img} {
+		if !filepath.IsAbs(*d) {
+			*d = filepath.Join(s.root, *d)
+		}
+		if err := os.MkdirAll(*d, 0o755); err != nil {
 			return err
 		}
 	}
-	s.logf("done in %v; results in %s", time.Since(started).Round(time.Second), s.out)
+	if s.doc != "" && !filepath.IsAbs(s.doc) {
+		s.doc = filepath.Join(s.root, s.doc)
+	}
 	return nil
 }
 

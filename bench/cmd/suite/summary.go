@@ -71,7 +71,7 @@ func (s *summary) markdown() string {
 	}
 	p("Generated %s by `%s` in %.0f s from %s (%s, %s, 2 cores; load average before %s, after %s).\n",
 		s.Started.Format("2006-01-02 15:04 UTC"), strings.TrimSpace(s.Command), s.Duration, built, s.CPU, s.GoVersion, s.LoadBefore, s.LoadAfter)
-	p("Server pinned to CPU 0 with GOMAXPROCS=1; load generator and a fresh broker per run on CPU 1; all three at niceness %d. Each scenario ran %d time(s); the least disturbed run is shown (higher deliveries/s, then lower p99). ", s.Nice, s.Repeat)
+	p("Server pinned to CPU 0 with GOMAXPROCS=1; load generator and a fresh broker per run on CPU 1; all three at niceness %d. Each scenario ran %d time(s); the least disturbed run is shown. ", s.Nice, max(s.Repeat, 1))
 	p("Raw JSON of every run: `bench/results/<scenario>-<target>.json` (each holds its exact `loadgen` command).\n\n")
 
 	p("*Others on CPU 0* is the share of the server's core that other processes (other engineers' jobs) took during the window: the disturbance of that run. ")
