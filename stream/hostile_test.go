@@ -131,6 +131,21 @@ func TestHostileFrames(t *testing.T) {
 		})
 	}
 
+	// Valid close codes end the connection as the client's doing, answered
+	// with a close frame.
+	for _, code := range []int{1000, 1001, 1003, 1007, 1008, 1011, 3000, 4999} {
+		t.Run(fmt.Sprintf("valid close code %d", code), func(t *testing.T) {
+			before := ts.Stats().Closes["client"]
+			r := rawDial(t, ts, 0)
+			r.writeFrame(0x88, []byte{byte(code >> 8), byte(code), 'b', 'y', 'e'}, true, -1)
+			if got, err := r.readMessages(5*time.Second, func(wireMsg) bool { return true }); err != nil || got == 0 {
+				t.Fatalf("close %d, %v; want a close frame", got, err)
+			}
+			r.nc.Close()
+			waitFor(t, 5*time.Second, "the close to be counted", func() bool { return ts.Stats().Closes["client"] > before })
+		})
+	}
+
 	t.Run("valid fragmented and control frames", func(t *testing.T) {
 		r := rawDial(t, ts, 0)
 		r.writeFrame(0x01, []byte(`{"op":"pi`), true, -1)
