@@ -9,8 +9,12 @@ cd "$(dirname "$0")"
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-python3 -c 'import websockets' >/dev/null 2>&1 || missing+=(python3-websockets)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# The Python example runs on Debian's own interpreter, whatever python3 is first on PATH.
+if [ ! -x /usr/bin/python3 ]; then
+  missing+=(python3 python3-websockets)
+elif ! /usr/bin/python3 -c 'import websockets' >/dev/null 2>&1; then
+  missing+=(python3-websockets)
+fi
 if ((${#missing[@]})); then
   echo "test.sh: installing ${missing[*]}"
   sudo=""
