@@ -75,9 +75,6 @@ type config struct {
 	TLSCert, TLSKey  string        // PEM files; both set = https and wss
 }
 
-// errHelp is returned by parseConfig when -h was asked for.
-var errHelp = flag.ErrHelp
-
 // envName returns the environment variable that overrides a flag:
 // MARKETD_ and the flag's name in upper case with '-' as '_'.
 func envName(flagName string) string {
