@@ -99,6 +99,10 @@ addEventListener('securitypolicyviolation', (e) => pub.errors.push(`CSP blocked 
 
 const wsURL = new URL('v1/ws', location.href);
 wsURL.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+// With token authentication on, open the page as /?token=...: the page
+// passes the token on to the WebSocket (browsers cannot set its headers).
+const pageToken = new URLSearchParams(location.search).get('token');
+if (pageToken) wsURL.searchParams.set('token', pageToken);
 
 const conn = new Connection(wsURL.href, {
   onopen() {
