@@ -508,6 +508,10 @@ func (r *replay) pace(ts int64) error {
 func (r *replay) CaughtUp(ctx context.Context) (bool, error) {
 	if r.chase.IsZero() {
 		r.chase = time.Now()
+		// Past the range the records come as the market makes them: they
+		// are played as fast as they come, or the replay would never
+		// catch up with the live stream.
+		r.speed = 0
 	}
 	final := time.Since(r.chase) >= maxLiveChase
 	books := r.c.srv.cfg.Books

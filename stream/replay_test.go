@@ -492,3 +492,24 @@ func TestReplaySlowClient(t *testing.T) {
 		t.Errorf("%d replayed messages", n)
 	}
 }
+
+// TestReplaySpeed: at speed 4 the updates of a range come a quarter as far
+// apart as their event times.
+func TestReplaySpeed(t *testing.T) {
+	env := startReplayEnv(t, Config{})
+	env.produce(400)
+	from, to := env.tsAt(100), env.tsAt(299)
+	want := time.Duration(to-from) * time.Microsecond / 4
+	c := dial(t, env.ts.url, clientKind{"coder", false})
+	start := time.Now()
+	c.do(fmt.Sprintf(`{"op":"replay","id":1,"channel":"ticker","symbols":["%s"],"from":%d,"to":%d,"speed":4}`, symOrders, from, to))
+	for m := c.next(); m.Type != "notice"; m = c.next() {
+		if m.Type == "error" {
+			t.Fatal(m.raw)
+		}
+	}
+	if took := time.Since(start); took < want*9/10 || took > want+5*time.Second {
+		t.Errorf("the replay took %v, want about %v", took, want)
+	}
+	c.checkErrs()
+}
