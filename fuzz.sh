@@ -43,6 +43,10 @@ summarize() {
 	execs=$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")
 	elapsed=$(sed -nE 's/^fuzz: elapsed: ([0-9hms]+),.*/\1/p' <<<"$last")
 	interesting=$(sed -nE 's/.*new interesting: ([0-9]+ \(total: [0-9]+\)).*/\1/p' <<<"$last")
+	if [[ -z $elapsed ]]; then
+		# Failed before the first progress line: the test's own time.
+		elapsed=$(sed -nE "s/^--- FAIL: $name \(([0-9.]+s)\).*/\1/p" "$log" | head -1)
+	fi
 	input=$(sed -nE 's/.*Failing input written to (.*)$/\1/p' "$log" | tail -1)
 	crashes=0
 	if [[ -n $input ]]; then
