@@ -95,6 +95,13 @@ func (c *client) closeAndWait(reason CloseReason) {
 	c.waitClosed()
 }
 
+// isClosing reports whether a close is under way.
+func (c *client) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
 // stopOps cancels the connection's context: an op or a catch-up waiting
 // in Books.Do for a book's owner gives up, so that a closing connection's
 // goroutines end even if an owner is stuck.

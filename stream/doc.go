@@ -32,9 +32,14 @@
 //     queue with one writev per chunk (shared frames as they are, runs of
 //     per-client messages joined by '\n' in one frame) under a write
 //     deadline. gws is used for the upgrade and the read path only; every
-//     server frame (data, ping, pong, close) is written by the writer, and
-//     gws's own protocol-error close frames are single writes that the
-//     socket's write lock keeps whole.
+//     server frame (data, ping, pong, close) is written by the writer,
+//     gws's own close frames included (frameGuard routes them), so no
+//     reply ever follows a close frame. The reader stays shallow: each
+//     client op runs on a short-lived goroutine while the reader waits, so
+//     an idle connection keeps only a parked read's stack.
+//   - frameGuard, the net.Conn gws reads from, rejects the frame headers gws
+//     lets through (RSV2/RSV3 with permessage-deflate, RSV1 on control or
+//     continuation frames, 64-bit lengths with the top bit set) with 1002.
 //   - Interval groups (100ms, 1s) merge their changes between the ticks of
 //     one hub-owned ticker per interval; the loop exists while such groups
 //     do.

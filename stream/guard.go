@@ -149,9 +149,10 @@ func (g *frameGuard) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Close closes the connection once the writer is done with it.
+// Close closes the connection once the writer is done with the close
+// under way, if any.
 func (g *frameGuard) Close() error {
-	if g.c != nil {
+	if g.c != nil && g.c.isClosing() {
 		g.c.waitClosed()
 	}
 	return g.Conn.Close()
