@@ -62,6 +62,7 @@ type config struct {
 	QueueHard       int
 	RingSize        int
 	MaxSubs         int
+	MaxReplays      int
 	ShutdownTimeout time.Duration
 
 	// Security; all off by default (docs/operations.md, Security).
@@ -125,6 +126,7 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	fs.IntVar(&c.QueueHard, "queue-hard", 4<<20, "per-client queued `bytes` past which the client is closed with 4008")
 	fs.IntVar(&c.RingSize, "ring-size", 1024, "recent `messages` kept per stream for resume")
 	fs.IntVar(&c.MaxSubs, "max-subscriptions", 1024, "symbol-channel subscriptions per connection")
+	fs.IntVar(&c.MaxReplays, "max-replays", 4, "WebSocket replays reading history at once, per server")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdown, "how `long` a graceful shutdown may take")
 	fs.StringVar(&c.AuthToken, "auth-token", "", "`token` a client must present to open /v1/ws (Authorization: Bearer or ?token=); prefer "+envName("auth-token")+" to keep it out of ps")
 	fs.StringVar(&c.AuthTokensFile, "auth-tokens-file", "", "`file` of accepted /v1/ws tokens, one per line (# comments)")
@@ -217,8 +219,8 @@ func (c *config) validate() error {
 		return errors.New("-read-timeout must be longer than -ping-interval")
 	case c.QueueSoft <= 0 || c.QueueHard <= c.QueueSoft:
 		return errors.New("-queue-hard must be larger than -queue-soft, both positive")
-	case c.RingSize < 1 || c.MaxSubs < 1:
-		return errors.New("-ring-size and -max-subscriptions must be at least 1")
+	case c.RingSize < 1 || c.MaxSubs < 1 || c.MaxReplays < 1:
+		return errors.New("-ring-size, -max-subscriptions and -max-replays must be at least 1")
 	case c.CheckpointInterval < 0 || c.CheckpointRecords < 0:
 		return errors.New("-checkpoint-interval and -checkpoint-records must not be negative")
 	}

@@ -140,6 +140,7 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 		QueueHardLimit:   cfg.QueueHard,
 		RingSize:         cfg.RingSize,
 		MaxSubscriptions: cfg.MaxSubs,
+		MaxReplays:       cfg.MaxReplays,
 		Replay: &replaySource{
 			brokers:         brokers,
 			topic:           cfg.Topic,
