@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/marketd/marketd/book"
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,27 +118,37 @@ func TestMetrics(t *testing.T) {
 	ts.books.apply(levelEv(symLevels, 1, book.Buy, "10", "1"))
 	ts.sync(t, symLevels)
 	c.drainUntilPong(3)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			name := mf.GetName()
-			for _, l := range m.GetLabel() {
-				name += "," + l.GetName() + "=" + l.GetValue()
-			}
-			switch {
-			case m.Gauge != nil:
-				got[name] = m.Gauge.GetValue()
-			case m.Counter != nil:
-				got[name] = m.Counter.GetValue()
-			case m.Histogram != nil:
-				got[name] = float64(m.Histogram.GetSampleCount())
+	// The writer counts a write after it returns: the client may have read
+	// it before. Gather until the counters are there.
+	gather := func() map[string]float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				name := mf.GetName()
+				for _, l := range m.GetLabel() {
+					name += "," + l.GetName() + "=" + l.GetValue()
+				}
+				switch {
+				case m.Gauge != nil:
+					got[name] = m.Gauge.GetValue()
+				case m.Counter != nil:
+					got[name] = m.Counter.GetValue()
+				case m.Histogram != nil:
+					got[name] = float64(m.Histogram.GetSampleCount())
+				}
 			}
 		}
+		return got
 	}
+	var got map[string]float64
+	waitFor(t, 5*time.Second, "the deliveries to be counted", func() bool {
+		got = gather()
+		return got["marketd_stream_deliveries_total"] >= 4 && got["marketd_stream_publish_to_write_seconds"] >= 1
+	})
 	for name, min := range map[string]float64{
 		"marketd_stream_connections":                                 1,
 		"marketd_stream_subscriptions,channel=book":                  1,
