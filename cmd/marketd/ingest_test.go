@@ -193,4 +193,3 @@ func getJSON(t *testing.T, url string, v any) {
 		t.Fatalf("GET %s: %v in %s", url, err, body)
 	}
 }
-
