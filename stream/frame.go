@@ -23,9 +23,6 @@ const (
 	bitRSV1 = 0x40
 )
 
-// maxFrameHeader is the longest header of an unmasked frame.
-const maxFrameHeader = 10
-
 // frameHeaderLen returns the header length of an unmasked frame of n bytes.
 func frameHeaderLen(n int) int {
 	switch {

@@ -147,9 +147,8 @@ func (e *replayEnv) tsAt(i int) int64 {
 type replayChecker struct {
 	t      *testing.T
 	lb     *localBook
-	live   bool // the replay_live notice came
-	trades uint64
-	n      int
+	live bool // the replay_live notice came
+	n    int
 }
 
 func (rc *replayChecker) check(m wireMsg) {
