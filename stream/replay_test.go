@@ -145,8 +145,8 @@ func (e *replayEnv) tsAt(i int) int64 {
 // replayChecker follows the book stream of one replay: chain, checksums,
 // and the replay marker on what comes before the switch to live.
 type replayChecker struct {
-	t      *testing.T
-	lb     *localBook
+	t    *testing.T
+	lb   *localBook
 	live bool // the replay_live notice came
 	n    int
 }
