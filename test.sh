@@ -2,7 +2,7 @@
 # test.sh runs every check and every test of marketd, on a fresh Debian
 # machine with only Go installed: it installs what the tests need from Debian
 # when it is missing (Chromium for the live-page test, Python websockets for
-# the Python example client), then runs the lint steps and the whole suite
+# the Python example client, kcat, node), then runs the lint steps and the whole suite
 # with the race detector.
 set -euo pipefail
 cd "$(dirname "$0")"
