@@ -1,3 +1,5 @@
+//lint:file-ignore U1000 this file is also compiled into bench/cmd/soak (a symlink), which draws only line charts
+
 package main
 
 import (
