@@ -80,7 +80,10 @@ var scenarios = []scenario{
 	{Name: "mixed", Desc: "3,000 clients, mix " + mixed + ", 50 symbols, 30% of 2,000 records/s on SYM00", Clients: 3000, Mix: mixed, Symbols: 50, Hot: 0.3, Rate: 2000},
 	{Name: "idle-10k", Desc: "10,000 idle connections: memory only", Clients: 10000, Mix: "idle", Symbols: 1, Rate: 0, Window: time.Second, Warmup: 100 * time.Millisecond},
 	{Name: "z-lat-1k-100", Desc: "lat-1k-100 with permessage-deflate", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 100, Compress: true},
-	{Name: "z-sat-1k", Desc: "sat-1k with permessage-deflate", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 1300, Compress: true},
+	// With compression the load generator also inflates every message: at
+	// 1,300 records/s its core (shared with the broker) is full and the
+	// producer falls behind, so this one offers half as much.
+	{Name: "z-sat-1k", Desc: "1,000 subscribers with permessage-deflate, offered ~0.55M deliveries/s", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 600, Compress: true},
 }
 
 // ceilings are the ceiling runs: connections × messages per write.

@@ -213,6 +213,9 @@ func (s *summary) markdown() string {
 		for _, w := range r.Warnings {
 			warn = append(warn, fmt.Sprintf("- %s on %s: %s", r.Scenario, r.Target, w))
 		}
+		if r.ProduceSkipped > 0 {
+			warn = append(warn, fmt.Sprintf("- %s on %s: the producer fell behind and skipped %d records: the load side, not the server, limited this run", r.Scenario, r.Target, r.ProduceSkipped))
+		}
 		if r.Gaps > 0 {
 			warn = append(warn, fmt.Sprintf("- %s on %s: %d prev_seq gaps", r.Scenario, r.Target, r.Gaps))
 		}
