@@ -214,7 +214,7 @@ func (s *summary) markdown() string {
 			warn = append(warn, fmt.Sprintf("- %s on %s: %s", r.Scenario, r.Target, w))
 		}
 		if r.ProduceSkipped > 0 {
-			warn = append(warn, fmt.Sprintf("- %s on %s: the producer fell behind and skipped %d records: the load side, not the server, limited this run", r.Scenario, r.Target, r.ProduceSkipped))
+			warn = append(warn, fmt.Sprintf("- %s on %s: the producer fell behind and skipped %d records: the run did not get its offered load, its per-core figure is left out", r.Scenario, r.Target, r.ProduceSkipped))
 		}
 		if r.Gaps > 0 {
 			warn = append(warn, fmt.Sprintf("- %s on %s: %d prev_seq gaps", r.Scenario, r.Target, r.Gaps))
@@ -232,8 +232,8 @@ func (s *summary) markdown() string {
 // capacity returns the deliveries per second of server CPU: what one core
 // would deliver if the server had all of it.
 func capacity(r *bench.Result) float64 {
-	if r == nil || r.Server == nil || r.Server.CPU <= 0 {
-		return math.NaN()
+	if r == nil || r.Server == nil || r.Server.CPU <= 0 || r.ProduceSkipped > 0 {
+		return math.NaN() // no capacity from a run that did not get its load
 	}
 	return float64(r.Deliveries) / r.Server.CPU
 }
