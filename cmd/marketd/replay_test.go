@@ -257,7 +257,9 @@ func TestReplayRangesAndSpeed(t *testing.T) {
 		msgs = append(msgs, kafka.Message{Key: []byte("X-USD"), Time: ts, Value: fmt.Appendf(nil,
 			`{"type":"level","symbol":"X-USD","side":"buy","price":"%d","size":"1","ts":%d}`, 10+i, ts.UnixMicro())})
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(br.Addr()), Topic: "paced", BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	// RequireAll: kafka-go's default (no acks) returns before the broker has the records.
+	w := &kafka.Writer{Addr: kafka.TCP(br.Addr()), Topic: "paced", BatchTimeout: time.Millisecond,
+		RequiredAcks: kafka.RequireAll, Transport: &kafka.Transport{}}
 	if err := w.WriteMessages(t.Context(), msgs...); err != nil {
 		t.Fatal(err)
 	}
@@ -276,6 +278,9 @@ func TestReplayRangesAndSpeed(t *testing.T) {
 	}
 	var types []string
 	for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+		if !strings.Contains(line, `"seq":`) || !strings.Contains(line, `","channel"`) {
+			t.Fatalf("unexpected replay line %q in:\n%s", line, out)
+		}
 		var seq int
 		fmt.Sscanf(line[strings.Index(line, `"seq":`):], `"seq":%d`, &seq)
 		types = append(types, fmt.Sprintf("%s %d", line[9:strings.Index(line, `","channel"`)], seq))
