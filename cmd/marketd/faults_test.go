@@ -341,34 +341,9 @@ func TestProcessKilled(t *testing.T) {
 	bin := marketdBinary(t)
 	dir := t.TempDir()
 	httpAddr, brokerAddr := freeAddr(t), freeAddr(t)
-	start := func() (*exec.Cmd, *bytes.Buffer, chan error) {
-		cmd := exec.Command(bin, "-listen", httpAddr, "-embedded-addr", brokerAddr, "-embedded-dir", dir,
+	start := func() (*exec.Cmd, *bytes.Buffer, <-chan error) {
+		return startProcess(t, bin, httpAddr, "-embedded-addr", brokerAddr, "-embedded-dir", dir,
 			"-simulate=false", "-log-format", "text", "-checkpoint-interval", "0")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				cmd.Process.Kill()
-				<-exited
-			}
-		})
-		checkFor(t, 30*time.Second, func() error {
-			resp, err := http.Get("http://" + httpAddr + "/readyz")
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return errors.New(resp.Status)
-			}
-			return nil
-		})
-		return cmd, &stderr, exited
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

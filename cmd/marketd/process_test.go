@@ -106,27 +106,27 @@ func TestProcessFailsFast(t *testing.T) {
 	}
 }
 
-// TestProcessGracefulShutdown: on SIGTERM a running marketd closes its
-// WebSocket clients with 1001 and exits 0.
-func TestProcessGracefulShutdown(t *testing.T) {
-	bin := marketdBinary(t)
-	addr := freeAddr(t)
-	cmd := exec.Command(bin, "-listen", addr, "-embedded-addr", "127.0.0.1:0", "-log-format", "text")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+// startProcess runs the marketd binary listening on httpAddr with the
+// other flags given, waits until /readyz answers 200, and kills it at the
+// end of the test if it is still running. exited receives its Wait result.
+func startProcess(t *testing.T, bin, httpAddr string, args ...string) (cmd *exec.Cmd, stderr *bytes.Buffer, exited <-chan error) {
+	t.Helper()
+	cmd = exec.Command(bin, append([]string{"-listen", httpAddr}, args...)...)
+	stderr = new(bytes.Buffer)
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
-			<-exited
+			<-done
 		}
-	}()
+	})
 	checkFor(t, 30*time.Second, func() error {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
 		if err != nil {
 			return err
 		}
@@ -136,6 +136,15 @@ func TestProcessGracefulShutdown(t *testing.T) {
 		}
 		return nil
 	})
+	return cmd, stderr, done
+}
+
+// TestProcessGracefulShutdown: on SIGTERM a running marketd closes its
+// WebSocket clients with 1001 and exits 0.
+func TestProcessGracefulShutdown(t *testing.T) {
+	bin := marketdBinary(t)
+	addr := freeAddr(t)
+	cmd, stderr, exited := startProcess(t, bin, addr, "-embedded-addr", "127.0.0.1:0", "-log-format", "text")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
