@@ -1051,6 +1051,14 @@ func checkKafkaAgainstAsyncAPI(ctx context.Context, t *testing.T, a *asyncAPI, s
 	t.Helper()
 	event := a.unionOf("MarketEvent", "type", true)
 	good, bad := 0, 0
+	// The simulator may not have produced enough yet when the WebSocket
+	// part ran fast: wait for it (bad records are about 1 in 500).
+	checkFor(t, 30*time.Second, func() error {
+		if n := svc.ingester.Stats().Records; n < minGoodRecords+minGoodRecords/10 {
+			return fmt.Errorf("%d records ingested, want at least %d to validate", n, minGoodRecords+minGoodRecords/10)
+		}
+		return nil
+	})
 	records := readTopic(ctx, t, svc.brokerAddr, svc.cfg.Topic)
 	for _, m := range records {
 		reason := ""
