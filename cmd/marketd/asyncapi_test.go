@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"net/http"
 	"os"
@@ -484,51 +482,11 @@ func checkBookExamples(t *testing.T, a *asyncAPI) {
 			t.Fatalf("%s example: %v", name, err)
 		}
 	}
-	bids, asks := map[string]string{}, map[string]string{}
-	apply := func(side map[string]string, ls levels) {
-		for _, l := range ls {
-			if l[1] == "0" {
-				delete(side, l[0])
-			} else {
-				side[l[0]] = l[1]
-			}
-		}
-	}
-	sorted := func(side map[string]string, desc bool) []string {
-		prices := slices.Collect(func(yield func(string) bool) {
-			for p := range side {
-				if !yield(p) {
-					return
-				}
-			}
-		})
-		slices.SortFunc(prices, func(x, y string) int {
-			nx, _ := book.ParseNum(x)
-			ny, _ := book.ParseNum(y)
-			if desc {
-				nx, ny = ny, nx
-			}
-			return cmp.Compare(nx, ny)
-		})
-		return prices
-	}
-	checksum := func() uint32 {
-		b, s := sorted(bids, true), sorted(asks, false)
-		var parts []string
-		for i := range 10 {
-			if i < len(b) {
-				parts = append(parts, b[i], bids[b[i]])
-			}
-			if i < len(s) {
-				parts = append(parts, s[i], asks[s[i]])
-			}
-		}
-		return crc32.ChecksumIEEE([]byte(strings.Join(parts, ":")))
-	}
+	wb := &wireBook{bids: map[string]string{}, asks: map[string]string{}}
 	for i, m := range msgs {
-		apply(bids, m.Bids)
-		apply(asks, m.Asks)
-		if got := checksum(); got != m.Checksum {
+		setLevels(wb.bids, m.Bids)
+		setLevels(wb.asks, m.Asks)
+		if got := wb.checksum(); got != m.Checksum {
 			t.Errorf("example %d: the book's checksum is %d, the example says %d", i, got, m.Checksum)
 		}
 	}
