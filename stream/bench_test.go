@@ -85,11 +85,34 @@ func BenchmarkEncode(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(payload)))
 		var out int
+		var n atomic.Uint64
 		for b.Loop() {
 			m := newMessage(payload, 0)
-			out = len(m.frame(1<<30, 1))
+			out = len(m.frame(1<<30, 1, &n))
 		}
 		b.ReportMetric(float64(out)/float64(len(payload)+2), "wire/plain")
+	})
+	// frame+context: with context takeover, each update compressed against
+	// the two before it, as every subscriber of one stream gets it.
+	b.Run("frame+context", func(b *testing.B) {
+		msgs := make([]*message, len(ups))
+		var plain int
+		for i, u := range ups {
+			e := update{seq: u.Seq, prevSeq: u.Seq - 1, ts: u.TS, checksum: u.Checksum10, changes: u.Changes}
+			msgs[i] = newMessage(appendUpdate(nil, sym, &e, view), 0)
+			plain += len(msgs[i].plain)
+		}
+		b.ReportAllocs()
+		var wire, i int
+		var h history
+		var n atomic.Uint64
+		for b.Loop() {
+			m := msgs[i%len(msgs)]
+			m.variants, m.deflated = nil, nil // compress anew each time
+			wire += len(takeoverFrame(m, &h, 1<<30, &n))
+			i++
+		}
+		b.ReportMetric(float64(wire)/float64(plain)*float64(len(msgs))/float64(i), "wire/plain")
 	})
 }
 
@@ -100,17 +123,13 @@ func BenchmarkEncode(b *testing.B) {
 // one enqueue.
 func BenchmarkPublish(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000, 10000} {
-		for _, deflate := range []bool{false, true} {
-			name := fmt.Sprintf("subs=%d", n)
-			if deflate {
-				name += "/deflate"
-			}
-			b.Run(name, func(b *testing.B) { benchPublish(b, n, deflate) })
+		for _, mode := range []string{"", "/deflate", "/takeover"} {
+			b.Run(fmt.Sprintf("subs=%d%s", n, mode), func(b *testing.B) { benchPublish(b, n, mode) })
 		}
 	}
 }
 
-func benchPublish(b *testing.B, n int, deflate bool) {
+func benchPublish(b *testing.B, n int, mode string) {
 	bk, ups := benchUpdates(b, 256)
 	s, err := NewServer(Config{Books: newTestBooks(b), QueueSoftLimit: 1 << 40, QueueHardLimit: 1 << 41})
 	if err != nil {
@@ -122,8 +141,9 @@ func benchPublish(b *testing.B, n int, deflate bool) {
 	for i := range clients {
 		// A client in steady state: its queue has grown to its usual size.
 		c := &client{srv: s, writing: true, done: make(chan struct{}), subs: map[subKey]*member{}, queue: make([]outItem, 0, 128)}
-		if deflate {
+		if mode != "" {
 			c.deflateLimit = 1 << 30
+			c.takeover = mode == "/takeover"
 		}
 		h.joinBook(c, bk, view, ivRaw, nil)
 		clients[i] = c
@@ -138,7 +158,7 @@ func benchPublish(b *testing.B, n int, deflate bool) {
 	}
 	drain()
 	seq := bk.Seq()
-	encodes := s.stats.encodes.Load()
+	encodes, compressions := s.stats.encodes.Load(), s.stats.compressions.Load()
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
@@ -155,6 +175,7 @@ func benchPublish(b *testing.B, n int, deflate bool) {
 	}
 	el := b.Elapsed().Seconds()
 	b.ReportMetric(float64(s.stats.encodes.Load()-encodes)/float64(i), "encodes/publish")
+	b.ReportMetric(float64(s.stats.compressions.Load()-compressions)/float64(i), "compressions/publish")
 	b.ReportMetric(float64(i)*float64(n)/el, "deliveries/s")
 	// allocs/op is per publish; the copy of the Update above is one of them.
 }

@@ -26,6 +26,9 @@ type client struct {
 	// payload sent compressed: a client that bounds the server's window to
 	// 2^N bytes gets compressed only payloads that fit in it.
 	deflateLimit int
+	// takeover: the connection negotiated server context takeover, and
+	// shared messages are compressed against hist (takeover.go).
+	takeover bool
 
 	ctx    context.Context // canceled when the connection ends
 	cancel context.CancelFunc
@@ -46,6 +49,7 @@ type client struct {
 	closing bool      // a close is under way: nothing more is queued
 	reason  CloseReason
 	behind  []*member // conflated memberships to catch up
+	hist    history   // the context of a takeover connection
 
 	done      chan struct{} // closed when the close frame is out (or cannot be)
 	closeDone sync.Once
@@ -61,12 +65,13 @@ type subKey struct {
 	symbol string
 }
 
-func (s *Server) newClient(ws *gws.Conn, nc net.Conn, deflateLimit int) *client {
+func (s *Server) newClient(ws *gws.Conn, nc net.Conn, deflateLimit int, takeover bool) *client {
 	c := &client{
 		srv:          s,
 		ws:           ws,
 		nc:           nc,
 		deflateLimit: deflateLimit,
+		takeover:     takeover,
 		done:         make(chan struct{}),
 		subs:         map[subKey]*member{},
 		limiter:      newRateLimiter(s.cfg.RateLimit, s.cfg.RateBurst, monoNow()),

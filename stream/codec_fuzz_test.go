@@ -89,20 +89,29 @@ func FuzzUpdate(f *testing.F) {
 
 // FuzzNegotiate checks the permessage-deflate negotiation on arbitrary
 // offers: it never panics, accepts only when one offer is
-// permessage-deflate, and then with a window of 8 to 15 bits.
+// permessage-deflate, then with a window of 8 to 15 bits, and answers
+// well-formed parameters (read back as an offer, they give the same window).
 func FuzzNegotiate(f *testing.F) {
-	f.Fuzz(func(t *testing.T, offer string) {
+	f.Fuzz(func(t *testing.T, offer string, takeover bool) {
 		h := http.Header{}
 		h.Add("Sec-WebSocket-Extensions", offer)
-		ok, bits := negotiateDeflate(h)
+		o, ok := negotiateDeflate(h)
 		if !ok {
 			return
 		}
-		if bits < minWindowBits || bits > maxWindowBits {
-			t.Fatalf("%q: accepted with %d window bits", offer, bits)
+		if o.serverBits < minWindowBits || o.serverBits > maxWindowBits {
+			t.Fatalf("%q: accepted with %d window bits", offer, o.serverBits)
 		}
 		if !bytes.Contains([]byte(offer), []byte(extPermessageDeflate)) {
 			t.Fatalf("%q: accepted without permessage-deflate", offer)
+		}
+		if o.serverNoTakeover && !bytes.Contains([]byte(offer), []byte("server_no_context_takeover")) {
+			t.Fatalf("%q: server_no_context_takeover read from nowhere", offer)
+		}
+		answer := o.answer(takeover)
+		back, ok := negotiateDeflate(http.Header{"Sec-Websocket-Extensions": {answer}})
+		if !ok || back.serverBits != o.serverBits || back.serverNoTakeover != !takeover {
+			t.Fatalf("%q: answer %q reads back as %+v, %v", offer, answer, back, ok)
 		}
 	})
 }

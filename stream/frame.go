@@ -3,6 +3,7 @@ package stream
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 )
@@ -79,14 +80,17 @@ func (w *appendWriter) Write(p []byte) (int, error) {
 
 // appendDeflate appends the permessage-deflate payload of p (RFC 7692
 // §7.2.1): the DEFLATE stream of p alone (no context takeover), ending
-// with an empty stored block whose 00 00 ff ff tail is removed. It uses
+// with an empty stored block whose 00 00 ff ff tail is removed. With a
+// dict, the stream may refer back into it as if it had just been
+// decompressed: valid only for a receiver whose window ends with dict
+// (context takeover, takeover.go). It uses
 // klauspost's stateless encoder: no state to pool or reset, and on the
 // small JSON messages of a market feed it both compresses better (86% of
 // a 170-byte book update against 103% at BestSpeed, whose block header
 // outweighs the gain) and runs faster than a flate.Writer.
-func appendDeflate(dst, p []byte) []byte {
+func appendDeflate(dst, p, dict []byte) []byte {
 	aw := appendWriter{b: dst}
-	if err := flate.StatelessDeflate(&aw, p, false, nil); err != nil {
+	if err := flate.StatelessDeflate(&aw, p, false, dict); err != nil {
 		return dst // cannot happen: an appendWriter never fails
 	}
 	out := aw.b
@@ -103,55 +107,66 @@ type message struct {
 	// plain is the complete uncompressed text frame; its payload starts at hdr.
 	plain []byte
 	hdr   int
-	// deflated is the complete compressed frame (or plain, when compression
-	// does not pay), built at most once by frame(true, ...).
+	// id names the message in the context variants of later messages
+	// (takeover.go); unique in the process.
+	id uint64
+	// deflated is the complete frame compressed on its own (no context
+	// takeover), built on first use; it may be larger than plain.
 	deflated []byte
+	// variants are the frames compressed against what a context-takeover
+	// connection received just before (takeover.go), one per distinct
+	// context, built on first use.
+	variants []variant
 	// born is when the message was published (monoNow), for the
 	// publish-to-write latency.
 	born int64
 }
 
+// messageIDs numbers messages.
+var messageIDs atomic.Uint64
+
 // newMessage frames payload (copied) into a new message.
 func newMessage(payload []byte, born int64) *message {
 	f := newFrame(opText, false, payload)
-	return &message{plain: f, hdr: len(f) - len(payload), born: born}
+	return &message{plain: f, hdr: len(f) - len(payload), id: messageIDs.Add(1), born: born}
 }
 
 // payload returns the JSON text of m.
 func (m *message) payload() []byte { return m.plain[m.hdr:] }
 
-// frame returns the frame of m for a connection whose deflateLimit is
-// limit (see client.deflateLimit: 0 without permessage-deflate), building
-// the compressed frame on first use with the server's compression
-// threshold. It is called only with the lock of the topic that owns m held
-// (or by the only goroutine that knows m), which orders the lazy build
-// before every writer that reads it.
-func (m *message) frame(limit, threshold int) []byte {
-	if limit == 0 || len(m.plain)-m.hdr > limit {
+// The frame methods build frames lazily. They are called only with the
+// lock of the topic that owns m held (or by the only goroutine that knows
+// m), which orders every build before every writer that reads it.
+
+// frame returns the frame of m for a connection without context takeover
+// whose deflateLimit is limit (see client.deflateLimit: 0 without
+// permessage-deflate): compressed when m is at least threshold bytes, fits
+// the connection's window and shrinks, else plain.
+// Compressions are counted in n.
+func (m *message) frame(limit, threshold int, n *atomic.Uint64) []byte {
+	p := m.payload()
+	if limit == 0 || len(p) > limit || len(p) < threshold {
 		return m.plain
 	}
-	if m.deflated == nil {
-		m.deflated = compressFrame(m.payload(), m.plain, threshold)
+	if f := m.statelessFrame(n); len(f) < len(m.plain) {
+		return f
 	}
-	return m.deflated
+	return m.plain
 }
 
-// compressFrame returns the compressed frame of payload, or plain (the
-// payload's uncompressed frame) when the payload is shorter than threshold
-// or does not shrink.
-func compressFrame(payload, plain []byte, threshold int) []byte {
-	if len(payload) < threshold {
-		return plain
+// statelessFrame returns m's frame compressed on its own, without
+// references to earlier messages: valid on every permessage-deflate
+// connection whose window holds m. A compression is counted in n.
+func (m *message) statelessFrame(n *atomic.Uint64) []byte {
+	if m.deflated == nil {
+		n.Add(1)
+		buf := getBuf()
+		z := appendDeflate((*buf)[:0], m.payload(), nil)
+		m.deflated = newFrame(opText, true, z)
+		*buf = z
+		putBuf(buf)
 	}
-	buf := getBuf()
-	z := appendDeflate((*buf)[:0], payload)
-	f := plain
-	if len(z) < len(payload) {
-		f = newFrame(opText, true, z)
-	}
-	*buf = z
-	putBuf(buf)
-	return f
+	return m.deflated
 }
 
 // bufPool holds scratch buffers for encoding and compressing.

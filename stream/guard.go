@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -35,7 +36,10 @@ type frameGuard struct {
 	net.Conn
 	pre     []byte // bytes buffered by the HTTP server, served first
 	deflate bool
-	c       *client // set before the first read
+	// answer replaces the Sec-WebSocket-Extensions value of gws's 101
+	// response when set (negotiate.go).
+	answer string
+	c      *client // set before the first read
 
 	hdr    [14]byte
 	hn     int    // header bytes collected
@@ -135,13 +139,22 @@ func (g *frameGuard) check() bool {
 	return true
 }
 
-// Write passes the handshake response through; after it, what gws writes
+// Write passes the handshake response through, with the server's own
+// extension answer; after it, what gws writes
 // is a close frame, which is queued on the connection's writer instead
 // (after the chunk being written, replacing the rest of the queue) or
 // dropped when the server is already closing. It returns once the writer
 // is done with the close, so that gws's Close comes after.
 func (g *frameGuard) Write(p []byte) (int, error) {
 	if g.c == nil {
+		if g.answer != "" {
+			if q, ok := replaceHeader(p, "Sec-WebSocket-Extensions", g.answer); ok {
+				if _, err := g.Conn.Write(q); err != nil {
+					return 0, err
+				}
+				return len(p), nil
+			}
+		}
 		return g.Conn.Write(p)
 	}
 	g.c.closeWithFrame(gwsCloseReason(p), slices.Clone(p))
@@ -173,3 +186,31 @@ func gwsCloseReason(f []byte) CloseReason {
 	}
 	return CloseByClient // the client's close echoed, or the end of its bytes
 }
+
+// replaceHeader returns the HTTP response head p with the value of header
+// name (matched without regard to case, at the start of a line) replaced
+// by value; false when p has no such header.
+func replaceHeader(p []byte, name, value string) ([]byte, bool) {
+	for i := 0; i < len(p); {
+		end := bytes.Index(p[i:], crlf)
+		if end < 0 {
+			return nil, false
+		}
+		line := p[i : i+end]
+		if len(line) == 0 {
+			return nil, false // the end of the head
+		}
+		if k, _, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(bytes.TrimSpace(k), []byte(name)) {
+			q := make([]byte, 0, len(p)-len(line)+len(name)+2+len(value))
+			q = append(q, p[:i]...)
+			q = append(q, name...)
+			q = append(q, ": "...)
+			q = append(q, value...)
+			return append(q, p[i+end:]...), true
+		}
+		i += end + len(crlf)
+	}
+	return nil, false
+}
+
+var crlf = []byte("\r\n")

@@ -16,6 +16,7 @@ type stats struct {
 	subs          [numChannels]atomic.Int64
 	publishes     atomic.Uint64
 	encodes       atomic.Uint64
+	compressions  atomic.Uint64
 	conflations   atomic.Uint64
 	slowConsumers atomic.Uint64
 	closes        [numCloseReasons]atomic.Uint64
@@ -47,6 +48,7 @@ type Stats struct {
 	Subscriptions map[string]int64 // by channel
 	Publishes     uint64           // updates received by Publish
 	Encodes       uint64           // shared messages encoded
+	Compressions  uint64           // shared messages compressed (per context)
 	Conflations   uint64           // times a client passed the soft limit
 	SlowConsumers uint64           // clients closed at the hard limit
 	Closes        map[string]uint64
@@ -67,6 +69,7 @@ func (s *Server) Stats() Stats {
 		Subscriptions: map[string]int64{},
 		Publishes:     st.publishes.Load(),
 		Encodes:       st.encodes.Load(),
+		Compressions:  st.compressions.Load(),
 		Conflations:   st.conflations.Load(),
 		SlowConsumers: st.slowConsumers.Load(),
 		Closes:        map[string]uint64{},
@@ -121,6 +124,7 @@ func (s *Server) register(r prometheus.Registerer) error {
 			func() float64 { return float64(s.queuedBytes()) }),
 		counter("publishes_total", "Book updates received by the hub.", &st.publishes, nil),
 		counter("encodes_total", "Shared messages encoded (once per group, whatever the subscribers).", &st.encodes, nil),
+		counter("compressions_total", "Shared messages compressed: once per message, and with context takeover once per distinct context, whatever the subscribers.", &st.compressions, nil),
 		counter("conflations_total", "Times a client passed the soft queue limit and was conflated.", &st.conflations, nil),
 		counter("slow_consumer_closes_total", "Clients closed with 4008 at the hard queue limit.", &st.slowConsumers, nil),
 		counter("deliveries_total", "Messages written to clients.", &st.deliveries, nil),

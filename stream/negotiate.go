@@ -2,6 +2,7 @@ package stream
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -9,20 +10,26 @@ import (
 // request's Sec-WebSocket-Extensions header, but it reads the header as
 // one offer (a list of alternatives is misread), ignores a client's
 // server_max_window_bits, and answers parameters the client did not
-// offer in some configurations. So the server negotiates first, here, and
-// hands gws either nothing (no compression) or exactly one canonical offer
-// that gws answers correctly:
+// offer in some configurations. So the server negotiates here and writes
+// the answer itself (frameGuard.Write puts it in gws's 101 response); gws
+// is handed either nothing (no compression) or one canonical offer,
 //
 //	permessage-deflate; server_no_context_takeover; client_no_context_takeover
 //
-// The answer then always carries server_no_context_takeover (frames are
-// compressed once, without a per-connection dictionary, and shared by every
-// connection) and client_no_context_takeover (client messages are
-// decompressed without one), which RFC 7692 §7.1.1 lets a server answer
-// whatever the offer. A client's server_max_window_bits=N below 15 is
-// accepted and echoed (by an upgrader configured for N); such a client
-// then gets compressed only messages of at most 2^N bytes, whose
-// back-references can never reach further than its window.
+// which only sets how gws decompresses the client's messages: each on its
+// own, as the answer always says client_no_context_takeover (RFC 7692
+// §7.1.1.1 lets a server say so whatever the offer; a window per
+// connection for the client's few small messages would cost more memory
+// than it saves bytes).
+//
+// The answer carries server_no_context_takeover unless the server is
+// configured for context takeover (Config.ContextTakeover) and the client
+// did not ask for it (takeover.go). A client's server_max_window_bits=N
+// below 15 is accepted and echoed; such a client then gets compressed
+// only messages (with their context) of at most 2^N bytes, whose
+// back-references can never reach further than its window. Nothing the
+// client did not offer is answered but those two no_context_takeover
+// parameters.
 
 const (
 	extPermessageDeflate = "permessage-deflate"
@@ -33,11 +40,38 @@ const (
 	minWindowBits = 8
 )
 
+// deflateOffer is the permessage-deflate offer a server accepted.
+type deflateOffer struct {
+	serverBits       int  // the server window the client allows (15 when unbounded)
+	serverNoTakeover bool // the client asked for server_no_context_takeover
+}
+
+// answer returns the Sec-WebSocket-Extensions answer to o: with server
+// context takeover when takeover is true.
+func (o deflateOffer) answer(takeover bool) string {
+	a := extPermessageDeflate
+	if !takeover {
+		a += "; server_no_context_takeover"
+	}
+	a += "; client_no_context_takeover"
+	if o.serverBits < maxWindowBits {
+		a += "; server_max_window_bits=" + strconv.Itoa(o.serverBits)
+	}
+	return a
+}
+
+// limit returns the largest payload (with its context) that a connection
+// with o's window may be sent compressed.
+func (o deflateOffer) limit() int {
+	if o.serverBits < maxWindowBits {
+		return 1 << o.serverBits
+	}
+	return int(^uint(0) >> 1)
+}
+
 // negotiateDeflate picks the first acceptable permessage-deflate offer of
-// the request's Sec-WebSocket-Extensions header lines. It returns whether
-// one was accepted and the server window bits that offer allows (15 when
-// it sets no bound).
-func negotiateDeflate(h http.Header) (ok bool, serverBits int) {
+// the request's Sec-WebSocket-Extensions header lines.
+func negotiateDeflate(h http.Header) (deflateOffer, bool) {
 	values := h.Values("Sec-WebSocket-Extensions")
 	for _, v := range values {
 		for _, offer := range splitQuoted(v, ',') {
@@ -45,55 +79,56 @@ func negotiateDeflate(h http.Header) (ok bool, serverBits int) {
 			if len(params) == 0 || strings.TrimSpace(params[0]) != extPermessageDeflate {
 				continue
 			}
-			if bits, ok := acceptOffer(params[1:]); ok {
-				return true, bits
+			if o, ok := acceptOffer(params[1:]); ok {
+				return o, true
 			}
 		}
 	}
-	return false, 0
+	return deflateOffer{}, false
 }
 
 // acceptOffer validates the parameters of one permessage-deflate offer
 // (RFC 7692 §7): an unknown parameter, a repeated one or an invalid value
 // makes the server decline the offer.
-func acceptOffer(params []string) (serverBits int, ok bool) {
-	serverBits = maxWindowBits
+func acceptOffer(params []string) (o deflateOffer, ok bool) {
+	o.serverBits = maxWindowBits
 	seen := make(map[string]bool, len(params))
 	for _, p := range params {
 		name, value, hasValue := strings.Cut(p, "=")
 		name = strings.TrimSpace(name)
 		if name == "" || seen[name] {
-			return 0, false
+			return o, false
 		}
 		seen[name] = true
 		if hasValue {
 			var okValue bool
 			if value, okValue = unquote(strings.TrimSpace(value)); !okValue {
-				return 0, false
+				return o, false
 			}
 		}
 		switch name {
 		case "server_no_context_takeover", "client_no_context_takeover":
 			if hasValue {
-				return 0, false
+				return o, false
 			}
+			o.serverNoTakeover = o.serverNoTakeover || name == "server_no_context_takeover"
 		case "server_max_window_bits":
 			bits, ok := windowBits(value)
 			if !hasValue || !ok {
-				return 0, false
+				return o, false
 			}
-			serverBits = bits
+			o.serverBits = bits
 		case "client_max_window_bits":
 			// The client's own window: any value is fine, since client
 			// messages are decompressed with the full window. Not echoed.
 			if _, ok := windowBits(value); hasValue && !ok {
-				return 0, false
+				return o, false
 			}
 		default:
-			return 0, false
+			return o, false
 		}
 	}
-	return serverBits, true
+	return o, true
 }
 
 // windowBits parses a window-bits value: a decimal integer from 8 to 15

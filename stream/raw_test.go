@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,13 @@ type rawConn struct {
 	resp *http.Response
 	// pending holds the messages of a frame not yet handed out.
 	pending []wireMsg
+	// window is the end of what was decompressed, for a connection with
+	// server context takeover (nil without).
+	window    []byte
+	windowMax int // its size: 2^server_max_window_bits
+	// wireText and plainText count the payload bytes of text frames as
+	// received and after decompression.
+	wireText, plainText int
 }
 
 // rawDial connects and upgrades with extra request header lines
@@ -68,6 +76,16 @@ func rawDial(t testing.TB, ts *testServer, readBuf int, header ...string) *rawCo
 		t.Fatalf("handshake: Sec-WebSocket-Accept %q", got)
 	}
 	_ = tc.SetReadDeadline(time.Time{})
+	if ext := r.resp.Header.Get("Sec-WebSocket-Extensions"); strings.HasPrefix(ext, extPermessageDeflate) && !strings.Contains(ext, "server_no_context_takeover") {
+		r.window, r.windowMax = []byte{}, 1<<maxWindowBits
+		if _, bits, ok := strings.Cut(ext, "server_max_window_bits="); ok {
+			n, err := strconv.Atoi(bits)
+			if err != nil {
+				t.Fatalf("handshake: answer %q", ext)
+			}
+			r.windowMax = 1 << n
+		}
+	}
 	return r
 }
 
@@ -156,8 +174,12 @@ func (r *rawConn) readFrame(timeout time.Duration) (frame, error) {
 }
 
 // inflate decompresses a permessage-deflate payload.
-func inflate(p []byte) ([]byte, error) {
-	fr := flate.NewReader(io.MultiReader(bytes.NewReader(p), bytes.NewReader([]byte{0, 0, 0xff, 0xff})))
+func inflate(p []byte) ([]byte, error) { return inflateDict(p, nil) }
+
+// inflateDict decompresses a permessage-deflate payload that may refer
+// back into dict, the window of a context-takeover connection.
+func inflateDict(p, dict []byte) ([]byte, error) {
+	fr := flate.NewReaderDict(io.MultiReader(bytes.NewReader(p), bytes.NewReader([]byte{0, 0, 0xff, 0xff})), dict)
 	defer fr.Close()
 	var out bytes.Buffer
 	_, err := io.Copy(&out, fr)
@@ -206,10 +228,18 @@ func (r *rawConn) readMessages(timeout time.Duration, each func(wireMsg) bool) (
 		}
 		p := f.payload
 		if f.b0&0x40 != 0 {
-			if p, err = inflate(p); err != nil {
+			if p, err = inflateDict(p, r.window); err != nil {
 				return 0, fmt.Errorf("inflate: %w", err)
 			}
+			if r.window != nil {
+				r.window = append(r.window, p...)
+				if n := len(r.window); n > r.windowMax {
+					r.window = append(r.window[:0], r.window[n-r.windowMax:]...)
+				}
+			}
 		}
+		r.wireText += len(f.payload)
+		r.plainText += len(p)
 		for _, line := range strings.Split(string(p), "\n") {
 			var m wireMsg
 			if err := json.Unmarshal([]byte(line), &m); err != nil {

@@ -67,12 +67,17 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // push queues it and starts the writer if needed. It returns false when the
 // connection is closing (the item is dropped).
 func (c *client) push(it outItem) bool {
-	n := it.size()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.pushLocked(it)
+}
+
+// pushLocked is push with c.mu held.
+func (c *client) pushLocked(it outItem) bool {
 	if c.closing {
 		return false
 	}
+	n := it.size()
 	c.queue = append(c.queue, it)
 	c.queued += n
 	switch {
@@ -91,12 +96,34 @@ func (c *client) push(it outItem) bool {
 // connection. Called with the lock of the message's topic held (see
 // message.frame).
 func (c *client) pushShared(m *message) {
-	c.push(outItem{frame: m.frame(c.deflateLimit, c.srv.cfg.CompressThreshold), born: m.born, raw: len(m.plain)})
+	it := outItem{born: m.born, raw: len(m.plain)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if c.takeover {
+		it.frame = takeoverFrame(m, &c.hist, c.deflateLimit, &c.srv.stats.compressions)
+	} else {
+		it.frame = m.frame(c.deflateLimit, c.srv.cfg.CompressThreshold, &c.srv.stats.compressions)
+	}
+	c.pushLocked(it)
 }
 
 // pushOwn queues a per-client JSON message; payload becomes the queue's.
+// The writer may compress it, so a takeover connection's context ends;
+// except that a message too small to be compressed (a pong, say) is
+// framed plain here, on its own, and leaves the context as it was.
 func (c *client) pushOwn(payload []byte) {
-	c.push(outItem{own: payload})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.takeover && len(payload) < c.srv.cfg.CompressThreshold {
+		f := newFrame(opText, false, payload)
+		c.pushLocked(outItem{frame: f, raw: len(f)})
+		return
+	}
+	c.hist.reset()
+	c.pushLocked(outItem{own: payload})
 }
 
 // pushControl queues a control frame (ping, pong).
@@ -277,7 +304,7 @@ func (c *client) writeBatch(batch []outItem, s *scratch) (closed bool, err error
 func (c *client) appendOwnFrame(dst, payload []byte) []byte {
 	if c.deflateLimit != 0 && len(payload) <= c.deflateLimit && len(payload) >= c.srv.cfg.CompressThreshold {
 		buf := getBuf()
-		z := appendDeflate((*buf)[:0], payload)
+		z := appendDeflate((*buf)[:0], payload, nil)
 		if len(z) < len(payload) {
 			dst = appendFrameHeader(dst, opText, true, len(z))
 			dst = append(dst, z...)

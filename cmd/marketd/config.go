@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/marketd/marketd/stream"
 )
 
 // Defaults of the command line (protocol.md §5 fixes the first five).
@@ -64,6 +66,10 @@ type config struct {
 	MaxSubs         int
 	MaxReplays      int
 	ShutdownTimeout time.Duration
+
+	Compression     bool // negotiate permessage-deflate when offered
+	ContextTakeover bool // with server context takeover
+	CompressMin     int  // smallest message compressed, bytes
 
 	// Security; all off by default (docs/operations.md, Security).
 	AuthToken        string   // one accepted token (-auth-token)
@@ -126,6 +132,9 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	fs.IntVar(&c.QueueHard, "queue-hard", 4<<20, "per-client queued `bytes` past which the client is closed with 4008")
 	fs.IntVar(&c.RingSize, "ring-size", 1024, "recent `messages` kept per stream for resume")
 	fs.IntVar(&c.MaxSubs, "max-subscriptions", 1024, "symbol-channel subscriptions per connection")
+	fs.BoolVar(&c.Compression, "ws-compression", true, "negotiate permessage-deflate with WebSocket clients that offer it")
+	fs.BoolVar(&c.ContextTakeover, "ws-context-takeover", false, "permessage-deflate with server context takeover: each message compressed against what the client got just before (book deltas about 3x smaller)")
+	fs.IntVar(&c.CompressMin, "ws-compress-min", stream.DefaultCompressThreshold, "smallest message, in `bytes`, compressed on a permessage-deflate connection")
 	fs.IntVar(&c.MaxReplays, "max-replays", 4, "WebSocket replays reading history at once, per server")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdown, "how `long` a graceful shutdown may take")
 	fs.StringVar(&c.AuthToken, "auth-token", "", "`token` a client must present to open /v1/ws (Authorization: Bearer or ?token=); prefer "+envName("auth-token")+" to keep it out of ps")
@@ -217,6 +226,8 @@ func (c *config) validate() error {
 		return errors.New("-ping-interval, -read-timeout, -write-timeout and -shutdown-timeout must be positive")
 	case c.ReadTimeout <= c.PingInterval:
 		return errors.New("-read-timeout must be longer than -ping-interval")
+	case c.CompressMin < 1:
+		return fmt.Errorf("-ws-compress-min %d: must be at least 1", c.CompressMin)
 	case c.QueueSoft <= 0 || c.QueueHard <= c.QueueSoft:
 		return errors.New("-queue-hard must be larger than -queue-soft, both positive")
 	case c.RingSize < 1 || c.MaxSubs < 1 || c.MaxReplays < 1:

@@ -20,7 +20,8 @@ func TestParseConfig(t *testing.T) {
 		{"defaults", nil, nil, func(t *testing.T, c *config) {
 			if c.Listen != ":8080" || c.EmbeddedAddr != "127.0.0.1:9092" || c.Topic != "market.events" ||
 				c.DLQTopic != "market.events.dlq" || !c.Simulate || len(c.Brokers) != 0 ||
-				c.PingInterval != 20*time.Second || c.ReadTimeout != 60*time.Second || c.WriteTimeout != 10*time.Second {
+				c.PingInterval != 20*time.Second || c.ReadTimeout != 60*time.Second || c.WriteTimeout != 10*time.Second ||
+				!c.Compression || c.ContextTakeover || c.CompressMin != 64 {
 				t.Errorf("defaults: %+v", c)
 			}
 		}},
@@ -48,6 +49,11 @@ func TestParseConfig(t *testing.T) {
 		{"command line wins over env", []string{"-listen", ":7000"}, map[string]string{"MARKETD_LISTEN": ":9999"}, func(t *testing.T, c *config) {
 			if c.Listen != ":7000" {
 				t.Errorf("listen = %q", c.Listen)
+			}
+		}},
+		{"compression", []string{"-ws-context-takeover", "-ws-compress-min", "200"}, map[string]string{"MARKETD_WS_COMPRESSION": "false"}, func(t *testing.T, c *config) {
+			if c.Compression || !c.ContextTakeover || c.CompressMin != 200 {
+				t.Errorf("compression=%v takeover=%v min=%d", c.Compression, c.ContextTakeover, c.CompressMin)
 			}
 		}},
 		{"partitions", []string{"-partitions", "0,2"}, nil, func(t *testing.T, c *config) {
@@ -83,6 +89,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad log level", []string{"-log-level", "loud"}, nil, "invalid -log-level"},
 		{"timeouts", []string{"-read-timeout", "1s", "-ping-interval", "2s"}, nil, "-read-timeout must be longer"},
 		{"queue limits", []string{"-queue-soft", "100", "-queue-hard", "50"}, nil, "-queue-hard must be larger"},
+		{"compress min", []string{"-ws-compress-min", "0"}, nil, "-ws-compress-min 0"},
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
 		{"bad env", nil, map[string]string{"MARKETD_SIMULATE": "maybe"}, "MARKETD_SIMULATE"},
 	}

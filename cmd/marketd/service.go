@@ -141,6 +141,10 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 		RingSize:         cfg.RingSize,
 		MaxSubscriptions: cfg.MaxSubs,
 		MaxReplays:       cfg.MaxReplays,
+
+		DisableCompression: !cfg.Compression,
+		ContextTakeover:    cfg.ContextTakeover,
+		CompressThreshold:  cfg.CompressMin,
 		Replay: &replaySource{
 			brokers:         brokers,
 			topic:           cfg.Topic,

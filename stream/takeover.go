@@ -1,0 +1,157 @@
+package stream
+
+import "sync/atomic"
+
+// Server context takeover (RFC 7692 §7.1.1.1), compressed once per context.
+//
+// Without context takeover every compressed message is a DEFLATE stream of
+// its own, so one compressed frame serves every connection; but a 165-byte
+// book delta then shrinks to ~92 %: deflate has nothing to refer back to.
+// With context takeover the client keeps its LZ77 window from one
+// compressed message to the next, and a message may refer back into what
+// the connection received before it. The next book delta of a stream then
+// repeats most of the previous one (keys, symbol, seq and ts digits,
+// prices) and shrinks to ~30 %.
+//
+// A connection's window differs from every other's, yet its tail is very
+// often the same: every subscriber of one book stream received that
+// stream's previous update just before the next one. So a shared message
+// is compressed against a context — the last compressed messages the
+// connection was sent, at most histDepth of them and maxDict bytes — and
+// the frame is kept in the message, keyed by the context (the ids of
+// those messages and the bytes used). Every connection with the same
+// context writes the same bytes: the cost of a publish grows with the
+// number of distinct contexts among its subscribers (one when they all
+// follow the same stream, a few when they mix streams), never with the
+// number of subscribers; past maxVariants distinct contexts a message goes
+// out compressed on its own, which is valid whatever the window holds.
+//
+// Only compressed messages enter a receiver's window (RFC 7692 §7.2.2
+// decompresses only messages with RSV1 set), so a message sent plain leaves
+// the context as it was. A per-client message (ack, snapshot, notice) is
+// joined and compressed by the writer, which the publisher cannot foresee:
+// it clears the context, and the next shared message goes out on its own.
+//
+// The server keeps no window of its own: a connection's context is a few
+// pointers to messages that are shared anyway. The receiver's window bound
+// (server_max_window_bits) is kept by using a context only when it and the
+// message together fit in the window (client.deflateLimit).
+
+const (
+	// histDepth is how many earlier messages a context spans.
+	histDepth = 2
+	// maxDict bounds a context's bytes: the references that pay are to the
+	// messages just before.
+	maxDict = 4 << 10
+	// maxVariants bounds the contexts a message is compressed for.
+	maxVariants = 8
+)
+
+// history is a context-takeover connection's context: the last compressed
+// shared messages queued on it, newest first, with no compressed message
+// between them. Guarded by the client's mu.
+type history struct {
+	last [histDepth]*message
+	n    int
+}
+
+// add records that m was queued compressed.
+func (h *history) add(m *message) {
+	copy(h.last[1:], h.last[:histDepth-1])
+	h.last[0] = m
+	h.n = min(h.n+1, histDepth)
+}
+
+// reset forgets the context: something else entered the window.
+func (h *history) reset() {
+	*h = history{}
+}
+
+// variantKey names a context: the ids of the messages it ends with (id1 is
+// 0 when only the newest is used) and its length in bytes.
+type variantKey struct {
+	id0, id1 uint64
+	n        int
+}
+
+// variant is a message's frame compressed against one context.
+type variant struct {
+	key   variantKey
+	frame []byte
+}
+
+// key returns the context of at most room bytes that h holds, and false
+// when it holds none.
+func (h *history) key(room int) (variantKey, bool) {
+	if h.n == 0 || room <= 0 {
+		return variantKey{}, false
+	}
+	room = min(room, maxDict)
+	p0 := h.last[0].payload()
+	if len(p0) >= room || h.n == 1 {
+		return variantKey{id0: h.last[0].id, n: min(len(p0), room)}, true
+	}
+	p1 := h.last[1].payload()
+	return variantKey{id0: h.last[0].id, id1: h.last[1].id, n: min(len(p0)+len(p1), room)}, true
+}
+
+// appendDict appends the bytes of context k (a key of h) to dst.
+func (h *history) appendDict(dst []byte, k variantKey) []byte {
+	p0 := h.last[0].payload()
+	if k.id1 == 0 {
+		return append(dst, p0[len(p0)-k.n:]...)
+	}
+	p1 := h.last[1].payload()
+	dst = append(dst, p1[len(p1)-(k.n-len(p0)):]...)
+	return append(dst, p0...)
+}
+
+// contextFrame returns m's frame compressed against context k of h, built
+// on first use; nil when m has maxVariants contexts already. Called under
+// the same lock as message.frame; a compression is counted in n.
+func (m *message) contextFrame(h *history, k variantKey, n *atomic.Uint64) []byte {
+	for i := range m.variants {
+		if m.variants[i].key == k {
+			return m.variants[i].frame
+		}
+	}
+	if len(m.variants) >= maxVariants {
+		return nil
+	}
+	n.Add(1)
+	dict := getBuf()
+	*dict = h.appendDict((*dict)[:0], k)
+	buf := getBuf()
+	z := appendDeflate((*buf)[:0], m.payload(), *dict)
+	f := newFrame(opText, true, z)
+	*buf = z
+	putBuf(buf)
+	putBuf(dict)
+	m.variants = append(m.variants, variant{key: k, frame: f})
+	return f
+}
+
+// takeoverFrame returns the frame of m for a context-takeover connection
+// whose window holds limit bytes and whose context is h, and records in h
+// what it chose. Called with the client's mu held and m's frames locked
+// as for message.frame; compressions are counted in n.
+func takeoverFrame(m *message, h *history, limit int, n *atomic.Uint64) []byte {
+	p := m.payload()
+	if len(p) > limit {
+		return m.plain // not in the window: h stays
+	}
+	if k, ok := h.key(limit - len(p)); ok {
+		if f := m.contextFrame(h, k, n); f != nil {
+			if len(f) >= len(m.plain) {
+				return m.plain
+			}
+			h.add(m)
+			return f
+		}
+	}
+	// No context (or too many): compressed on its own, so that the next
+	// message has one. Even when a little larger than plain, it starts the
+	// chain.
+	h.add(m)
+	return m.statelessFrame(n)
+}
