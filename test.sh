@@ -11,6 +11,8 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)   # a librdkafka producer against the embedded broker
 command -v node >/dev/null 2>&1 || missing+=(nodejs) # the JavaScript example client
+# node's ws module, a client of stream's TestDeflateClients (NODE_PATH=/usr/share/nodejs)
+node -e "require('/usr/share/nodejs/ws')" >/dev/null 2>&1 || missing+=(node-ws)
 # The Python example runs on Debian's own interpreter, whatever python3 is first on PATH.
 if [ ! -x /usr/bin/python3 ]; then
   missing+=(python3 python3-websockets)
