@@ -29,7 +29,8 @@ type counters struct {
 	latency   Histogram
 
 	mu         sync.Mutex
-	closeCodes map[int]int // closes initiated by the server, by code
+	closeCodes map[int]int    // closes initiated by the server, by code
+	extensions map[string]int // the server's permessage-deflate answers, by clients
 }
 
 type countersSnapshot struct {
@@ -107,6 +108,10 @@ func (*loadClient) OnOpen(*gws.Conn) {}
 // OnClose records closes that the server initiated.
 func (lc *loadClient) OnClose(_ *gws.Conn, err error) {
 	if lc.closing.Load() {
+		return
+	}
+	if errors.Is(err, errInflate) {
+		lc.c.bad.Add(1) // the client could not read the server's message
 		return
 	}
 	code := 1006 // abnormal: the connection ended without a close frame

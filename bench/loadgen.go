@@ -201,6 +201,11 @@ type Result struct {
 	Errors     int64       `json:"errors"`
 	Unreadable int64       `json:"unreadable"`
 	CloseCodes map[int]int `json:"close_codes,omitempty"`
+	// Extensions counts the clients by the server's answer to their
+	// permessage-deflate offer (Sec-WebSocket-Extensions; "" when it
+	// declined), with Compress: whether the server kept its context
+	// (no server_no_context_takeover) shows here.
+	Extensions map[string]int `json:"extensions,omitempty"`
 
 	Server *ServerStats `json:"server,omitempty"`
 	// Gauges holds the target's TargetGauges at the end of the window,
@@ -330,7 +335,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 
-	c := &counters{closeCodes: make(map[int]int)}
+	c := &counters{closeCodes: make(map[int]int), extensions: make(map[string]int)}
 	clients, err := connectAll(ctx, cfg, mix, universe, c)
 	defer closeAll(clients)
 	if err != nil {
@@ -448,6 +453,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if len(c.closeCodes) > 0 {
 		res.CloseCodes = maps.Clone(c.closeCodes)
 	}
+	if cfg.Compress {
+		res.Extensions = maps.Clone(c.extensions)
+		if n := res.Connected - deflateConns(res.Extensions); n > 0 {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("%d of %d clients offered permessage-deflate and got no compression", n, res.Connected))
+		}
+	}
 	c.mu.Unlock()
 
 	sd := self1.Sub(self0)
@@ -488,7 +499,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 // answering unknown_symbol (the target may still be reading the seed).
 func waitSymbols(ctx context.Context, cfg Config, universe []string) error {
 	deadline := time.Now().Add(cfg.ReadyTimeout)
-	c := &counters{closeCodes: make(map[int]int)}
+	c := &counters{closeCodes: make(map[int]int), extensions: make(map[string]int)}
 	for attempt := 1; ; attempt++ {
 		lc := newLoadClient(c, 1)
 		conn, err := dialClient(ctx, cfg, lc, c)
@@ -531,14 +542,25 @@ func dialClient(ctx context.Context, cfg Config, lc *loadClient, c *counters) (*
 	// A 16 KiB read buffer: a server that coalesces sends many frames per
 	// write, and the client should read them in as few syscalls.
 	opt := &gws.ClientOption{Addr: cfg.URL, HandshakeTimeout: 10 * time.Second, ReadBufferSize: clientReadBuffer}
+	var sock net.Conn = countingConn{Conn: nc, read: &c.wireRead, written: &c.wireWrite, lastRead: &lc.lastRead}
+	var ic *inflateConn
 	if cfg.Compress {
-		// A plain offer: the server chooses context takeover and windows.
-		opt.PermessageDeflate = gws.PermessageDeflate{Enabled: true, ServerContextTakeover: true, ClientContextTakeover: true}
+		// gws's compression stays off: the client inflates beneath it
+		// (inflate.go), and offers permessage-deflate as a browser does,
+		// letting the server choose context takeover.
+		ic = newInflateConn(sock, clientReadBuffer)
+		opt.RequestHeader = http.Header{http.CanonicalHeaderKey("Sec-WebSocket-Extensions"): {deflateOffer}}
+		sock = ic
 	}
-	conn, _, err := gws.NewClientFromConn(lc, opt, countingConn{Conn: nc, read: &c.wireRead, written: &c.wireWrite, lastRead: &lc.lastRead})
+	conn, _, err := gws.NewClientFromConn(lc, opt, sock)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("handshake with %s: %w", cfg.URL, err)
+	}
+	if ic != nil {
+		c.mu.Lock()
+		c.extensions[ic.extensions]++
+		c.mu.Unlock()
 	}
 	lc.conn = conn
 	go func() {
@@ -625,6 +647,31 @@ func closeAll(clients []*loadClient) {
 	}
 }
 
+// deflateConns returns how many clients got permessage-deflate.
+func deflateConns(ext map[string]int) int {
+	n := 0
+	for answer, conns := range ext {
+		if strings.HasPrefix(answer, "permessage-deflate") {
+			n += conns
+		}
+	}
+	return n
+}
+
+// ContextTakeover reports whether every client of a compressed run got
+// permessage-deflate with server context takeover.
+func (r *Result) ContextTakeover() bool {
+	if len(r.Extensions) == 0 {
+		return false
+	}
+	for answer := range r.Extensions {
+		if !strings.HasPrefix(answer, "permessage-deflate") || strings.Contains(answer, "server_no_context_takeover") {
+			return false
+		}
+	}
+	return true
+}
+
 // WriteTable writes the result as an aligned two-column table.
 func (r *Result) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -641,6 +688,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("gaps", "%d prev_seq gaps, %d notices, %d conflated, %d errors, %d unreadable", r.Gaps, r.Notices, r.Conflated, r.Errors, r.Unreadable)
 	if len(r.CloseCodes) > 0 {
 		row("closed", "%v (by close code)", r.CloseCodes)
+	}
+	for answer, n := range r.Extensions {
+		row("extensions", "%d clients: %q", n, answer)
 	}
 	if len(r.Gauges) > 0 {
 		row("target gauges", "%v (end of window)", r.Gauges)

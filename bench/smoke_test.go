@@ -29,6 +29,18 @@ var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 // as cmd/marketd wires them, reading brokers; it returns the WebSocket URL.
 func startMarketd(t *testing.T, brokers []string) string {
 	t.Helper()
+	return startMarketdWith(t, brokers, false)
+}
+
+// startMarketdTakeover is startMarketd with server context takeover
+// (marketd -ws-context-takeover).
+func startMarketdTakeover(t *testing.T, brokers []string) string {
+	t.Helper()
+	return startMarketdWith(t, brokers, true)
+}
+
+func startMarketdWith(t *testing.T, brokers []string, takeover bool) string {
+	t.Helper()
 	var hub book.Sink
 	in, err := feed.New(feed.Config{Brokers: brokers, Sink: book.SinkFunc(func(u *book.Update) { hub.Publish(u) }), Logger: discard})
 	if err != nil {
@@ -36,7 +48,7 @@ func startMarketd(t *testing.T, brokers []string) string {
 	}
 	reg := prometheus.NewRegistry()
 	srv, err := stream.NewServer(stream.Config{Books: in, Ready: in.Ready, Logger: discard, Registerer: reg,
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})})
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ContextTakeover: takeover})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,9 +91,12 @@ func startPeer(t *testing.T, brokers []string) string {
 	return "ws://" + ln.Addr().String() + "/v1/ws"
 }
 
-// TestSmoke runs the load generator for a few seconds against marketd and
-// against the peer, both in-process on loopback with an embedded broker,
-// and checks that the numbers are sane — not that they are fast.
+// TestSmoke runs the load generator for a few seconds against marketd
+// (plain, with permessage-deflate, and with server context takeover) and
+// against the peer, all in-process on loopback with an embedded broker,
+// and checks that the numbers are sane — not that they are fast: every
+// message read, inflated and chained, no gap, compressed runs smaller on
+// the wire than their payload.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("smoke run takes ~15 s")
@@ -90,10 +105,12 @@ func TestSmoke(t *testing.T) {
 		name     string
 		start    func(*testing.T, []string) string
 		compress bool
+		takeover bool // the clients must get server context takeover
 	}{
-		{"marketd", startMarketd, false},
-		{"marketd deflate", startMarketd, true},
-		{"peer deflate", startPeer, true},
+		{"marketd", startMarketd, false, false},
+		{"marketd deflate", startMarketd, true, false},
+		{"marketd deflate takeover", startMarketdTakeover, true, true},
+		{"peer deflate", startPeer, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,6 +137,9 @@ func TestSmoke(t *testing.T) {
 			_ = res.WriteTable(&table)
 			t.Logf("\n%s", table.String())
 			checkSane(t, res)
+			if tt.compress && (deflateConns(res.Extensions) != res.Connected || res.ContextTakeover() != tt.takeover) {
+				t.Errorf("permessage-deflate answers %v: want every client compressed, context takeover %v", res.Extensions, tt.takeover)
+			}
 			if res.Gauges != nil {
 				if _, ok := res.Gauges["marketd_stream_queued_bytes"]; !ok {
 					t.Errorf("target gauges %v lack marketd_stream_queued_bytes", res.Gauges)

@@ -11,8 +11,12 @@
 //
 //	go run ./bench/cmd/suite
 //	go run ./bench/cmd/suite -only sat-1k,lat-1k-100 -targets marketd
+//	go run ./bench/cmd/suite -only z-lat-1k-100 -out /tmp/r -img /tmp/r -doc ''
 //
-// The whole run takes about eight minutes on the 2-core machine.
+// The compressed scenarios run against marketd twice: as configured by
+// default and with server context takeover (target marketd-takeover,
+// marketd -ws-context-takeover). The whole run (bench/run.sh, two rounds)
+// takes about ten minutes on the 2-core machine.
 package main
 
 import (
@@ -59,6 +63,9 @@ type scenario struct {
 	Hot      float64
 	Rate     int
 	Compress bool
+	// Takeover runs the scenario against marketd with server context
+	// takeover (target marketd-takeover) too.
+	Takeover bool
 	Window   time.Duration // 0: the suite's -window
 	Warmup   time.Duration // 0: the load generator's default
 }
@@ -79,11 +86,27 @@ var scenarios = []scenario{
 	{Name: "ticker-10k", Desc: "10,000 clients over 50 symbols, one ticker each, 2,000 records/s", Clients: 10000, Mix: "ticker:@1", Symbols: 50, Rate: 2000},
 	{Name: "mixed", Desc: "3,000 clients, mix " + mixed + ", 50 symbols, 30% of 2,000 records/s on SYM00", Clients: 3000, Mix: mixed, Symbols: 50, Hot: 0.3, Rate: 2000},
 	{Name: "idle-10k", Desc: "10,000 idle connections: memory only", Clients: 10000, Mix: "idle", Symbols: 1, Rate: 0, Window: time.Second, Warmup: 100 * time.Millisecond},
-	{Name: "z-lat-1k-100", Desc: "lat-1k-100 with permessage-deflate", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 100, Compress: true},
-	// With compression the load generator also inflates every message: at
-	// 1,300 records/s its core (shared with the broker) is full and the
-	// producer falls behind, so this one offers half as much.
-	{Name: "z-sat-1k", Desc: "1,000 subscribers with permessage-deflate, offered ~0.55M deliveries/s", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 600, Compress: true},
+	{Name: "z-lat-1k-100", Desc: "lat-1k-100 with permessage-deflate", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 100, Compress: true, Takeover: true},
+	// With compression every client inflates every message, and a message
+	// compressed on its own (no context takeover) costs the load generator
+	// ~2 µs, mostly the Huffman tables of its block: at 1,300 records/s
+	// its core (shared with the broker) is full and the producer falls
+	// behind. So this one offers what the load generator reads in under
+	// 90 % of its core, and measures the servers' CPU per delivery there.
+	{Name: "z-sat-1k", Desc: "1,000 subscribers with permessage-deflate, offered ~0.41M deliveries/s", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 450, Compress: true, Takeover: true},
+}
+
+// Targets: marketd as configured by default, marketd with server context
+// takeover (only for the scenarios with Takeover), and the comparison peer.
+const (
+	targetMarketd  = "marketd"
+	targetTakeover = "marketd-takeover"
+	targetPeer     = "peer"
+)
+
+// targetsOf returns the suite's targets that run sc.
+func (s *suite) targetsOf(sc scenario) []string {
+	return slices.DeleteFunc(slices.Clone(s.targets), func(t string) bool { return t == targetTakeover && !sc.Takeover })
 }
 
 // ceilings are the ceiling runs: connections × messages per write.
@@ -111,7 +134,7 @@ func main() {
 	flag.StringVar(&s.doc, "doc", "docs/benchmarks.md", "`file` whose generated results block is rewritten (empty: none)")
 	flag.DurationVar(&s.window, "window", 8*time.Second, "measurement window of each run")
 	flag.StringVar(&only, "only", "", "comma-separated scenario `names` to run (default all)")
-	flag.StringVar(&targets, "targets", "marketd,peer", "comma-separated targets")
+	flag.StringVar(&targets, "targets", "marketd,marketd-takeover,peer", "comma-separated targets: marketd, marketd-takeover (marketd -ws-context-takeover, compressed scenarios only), peer")
 	flag.BoolVar(&noCeiling, "no-ceiling", false, "skip the ceiling runs")
 	replot := flag.Bool("replot", false, "run nothing: redraw the plots and the results block from the -out directory's summary.json")
 	flag.StringVar(&s.rev, "rev", "", "build the binaries from this git `revision` (e.g. HEAD) instead of the work tree")
@@ -157,7 +180,7 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 	defer os.RemoveAll(s.bin)
 	s.logf("building into %s", s.bin)
 	pkgs := []string{"./bench/cmd/peer", "./bench/cmd/loadgen", "./bench/cmd/ceiling", "./bench/cmd/broker"}
-	if slices.Contains(s.targets, "marketd") {
+	if slices.Contains(s.targets, targetMarketd) || slices.Contains(s.targets, targetTakeover) {
 		pkgs = append(pkgs, "./cmd/marketd")
 	}
 	src := s.root
@@ -197,7 +220,7 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 			if only != "" && !slices.Contains(strings.Split(only, ","), sc.Name) {
 				continue
 			}
-			for _, t := range s.targets {
+			for _, t := range s.targetsOf(sc) {
 				r, err := s.runOne(ctx, sc, t, rep)
 				if err != nil {
 					if ctx.Err() != nil {
@@ -229,7 +252,7 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 	if ceiling {
 		size := 160
 		for _, r := range results {
-			if r.Scenario == "lat-1k-100" && r.Target == "marketd" && r.WirePerMsg > 0 {
+			if r.Scenario == "lat-1k-100" && r.Target == targetMarketd && r.WirePerMsg > 0 {
 				size = int(math.Round(r.WirePerMsg))
 			}
 		}
@@ -463,9 +486,12 @@ func (s *suite) startTarget(t, logPath, brokerAddr string, compress bool) (p *pr
 		return nil, "", err
 	}
 	switch t {
-	case "marketd":
-		p, err = s.start(logPath, serverCPU, "marketd", "-listen", listen, "-brokers", brokerAddr,
-			"-simulate=false", "-log-level", "warn")
+	case targetMarketd, targetTakeover:
+		args := []string{"-listen", listen, "-brokers", brokerAddr, "-simulate=false", "-log-level", "warn"}
+		if t == targetTakeover {
+			args = append(args, "-ws-context-takeover")
+		}
+		p, err = s.start(logPath, serverCPU, "marketd", args...)
 	case "peer":
 		p, err = s.start(logPath, serverCPU, "peer", "-listen", listen, "-brokers", brokerAddr,
 			"-compression="+strconv.FormatBool(compress))
@@ -573,7 +599,7 @@ func (s *suite) runOne(ctx context.Context, sc scenario, t string, rep int) (*be
 		"-symbols", strconv.Itoa(sc.Symbols), "-hot", strconv.FormatFloat(sc.Hot, 'g', -1, 64),
 		"-rate", strconv.Itoa(sc.Rate), "-duration", window.String(), "-pid", strconv.Itoa(p.cmd.Process.Pid), "-server-cpu", serverCPU,
 		"-scenario", sc.Name, "-target", t, "-o", jsonPath}
-	if t == "marketd" {
+	if strings.HasPrefix(t, targetMarketd) {
 		args = append(args, "-metrics", strings.TrimSuffix(strings.Replace(url, "ws://", "http://", 1), "/v1/ws")+"/metrics")
 	}
 	if sc.Warmup > 0 {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,14 +34,37 @@ func TestSummary(t *testing.T) {
 		},
 		Ceilings: []*bench.CeilingResult{{Conns: 1000, Size: 164, Batch: 1, MsgsPerSec: 250_000}, {Conns: 1000, Size: 164, Batch: ceilingBatch, MsgsPerSec: 4_000_000}},
 	}
+	plain := "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+	z := result("z-lat-1k-100", targetMarketd, 90_000, 4000, 0.5)
+	z.Compress, z.WirePerMsg, z.Extensions = true, 150, map[string]int{plain: 1000}
+	zt := result("z-lat-1k-100", targetTakeover, 90_000, 4000, 0.45)
+	zt.Compress, zt.WirePerMsg, zt.Extensions = true, 52, map[string]int{"permessage-deflate; client_no_context_takeover": 1000}
+	// Saturated load generator and a backlog: not a capacity.
+	zs := result("z-sat-1k", targetMarketd, 500_000, 90_000, 0.1)
+	zs.Compress, zs.Extensions, zs.Rate, zs.WirePerSec = true, map[string]int{plain: 1000}, 600, 75e6
+	zs.Loadgen.CPUShare, zs.Gauges = 0.97, map[string]float64{"marketd_ingest_lag_records": 483, "marketd_stream_queued_bytes": 40e6}
+	zs.Warnings = []string{"the load generator used 97% of a core: it may be the bottleneck"}
+	sum.Results = append(sum.Results, z, zt, zs)
 	md := sum.markdown()
 	for _, want := range []string{
 		"| sat-1k | 1000 | 100 | 1000000 | 150000 | 2000000 | 150000 | 13.33× |",
 		"| 1000 | 2000000 | 150000 | 250000 | 4000000 | 8.00× | 0.50× |",
 		"| idle-10k | 1000 | 14.0 | – |",
+		"| marketd | true | no | 160.0 | 150.0 | 94% |",
+		"| marketd-takeover | true | yes | 160.0 | 52.0 | 32% |",
+		"| z-lat-1k-100 | marketd-takeover | yes | 100 | 90000 | 200000 | 2.00 / 4.00 / 4.00 | 52.0 (32%) | 45% | 0% |",
+		"| z-sat-1k | marketd | no | 100 | 500000 | 5000000 ⚠ |",
+		"- z-sat-1k on marketd: per core (5000000) is not a capacity: the load generator used 97% of its core",
+		"483 records not yet applied in Kafka",
+		"40.0 MB in the client queues",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	for _, unwanted := range []string{"| z-lat-1k-100 | 1000 |", "97% of a core: it may be"} {
+		if strings.Contains(md, unwanted) {
+			t.Errorf("markdown holds %q:\n%s", unwanted, md)
 		}
 	}
 	s := &suite{img: t.TempDir(), log: os.Stderr}
@@ -65,6 +89,16 @@ func TestSummary(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+func TestTargetsOf(t *testing.T) {
+	s := &suite{targets: []string{targetMarketd, targetTakeover, targetPeer}}
+	if got := s.targetsOf(scenario{Compress: true, Takeover: true}); !slices.Equal(got, s.targets) {
+		t.Errorf("takeover scenario: targets %v", got)
+	}
+	if got := s.targetsOf(scenario{}); !slices.Equal(got, []string{targetMarketd, targetPeer}) {
+		t.Errorf("plain scenario: targets %v", got)
 	}
 }
 

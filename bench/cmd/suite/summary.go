@@ -75,7 +75,9 @@ func (s *summary) markdown() string {
 	p("Raw JSON of every run: `bench/results/<scenario>-<target>.json` (each holds its exact `loadgen` command).\n\n")
 
 	p("*Others on CPU 0* is the share of the server's core that other processes (other engineers' jobs) took during the window: the disturbance of that run. ")
-	p("*Deliveries/s* is what the clients received; *per core* is deliveries per second of server CPU (deliveries / CPU-seconds), the capacity of one core when the server did not use all of its core; the ratio is marketd/peer of that capacity.\n\n")
+	p("*Deliveries/s* is what the clients received; *per core* is deliveries per second of server CPU (deliveries / CPU-seconds), the capacity of one core when the server did not use all of its core; the ratio is marketd/peer of that capacity. ")
+	p("A per-core figure marked %s is not a capacity: the load generator was saturated (over %.0f%% of its core: the server waited for its reads), or a backlog was left at the end of the window (more than %v of the offered records in Kafka, or of the wire bytes in marketd's client queues: the server did not keep up, or its queues filled behind slow readers, and a delivery from a full queue costs less than one in the steady state); the warnings below say which.\n\n",
+		notCapacity, 100*loadSaturated, backlogSpan)
 	p("| scenario | clients | records/s | deliveries/s marketd | deliveries/s peer | per core marketd | per core peer | marketd/peer per core | p50 / p99 / p99.9 ms marketd | p50 / p99 / p99.9 ms peer | server CPU marketd / peer | write syscalls per delivery marketd / peer | gaps / notices marketd | backlog at the end marketd: Kafka lag (records) / client queues (KB) | others on CPU 0 marketd / peer |\n")
 	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sc := range scenarios {
@@ -83,8 +85,8 @@ func (s *summary) markdown() string {
 		if m == nil && pe == nil {
 			continue
 		}
-		if sc.Rate == 0 {
-			continue // memory only: in its own table
+		if sc.Rate == 0 || sc.Compress {
+			continue // memory only, or compressed: in their own tables
 		}
 		deliv := func(r *bench.Result) string { return fmt.Sprintf("%.0f", r.DeliveriesPerSec) }
 		lat := func(r *bench.Result) string {
@@ -96,7 +98,7 @@ func (s *summary) markdown() string {
 			}
 			return fmt.Sprintf("%.3f", r.Server.SyscWPerDeliv)
 		}
-		perCore := func(r *bench.Result) string { return num(capacity(r)) }
+		perCore := func(r *bench.Result) string { return perCoreCell(r) }
 		share := func(r *bench.Result) string {
 			if r.Server == nil {
 				return "–"
@@ -106,28 +108,43 @@ func (s *summary) markdown() string {
 		rt := "–"
 		if m != nil && pe != nil {
 			rt = ratio(capacity(m), capacity(pe))
+			if len(capacityIssues(m)) > 0 || len(capacityIssues(pe)) > 0 {
+				rt += " " + notCapacity
+			}
 		}
 		produced := m
 		if produced == nil {
 			produced = pe
 		}
-		backlog := func(r *bench.Result) string {
-			lag, ok1 := r.Gauges["marketd_ingest_lag_records"]
-			q, ok2 := r.Gauges["marketd_stream_queued_bytes"]
-			if !ok1 && !ok2 {
-				return "–"
-			}
-			return fmt.Sprintf("%.0f / %.0f", lag, q/1024)
-		}
-		others := func(r *bench.Result) string {
-			if r.Server == nil || r.Server.OthersShare < 0 {
-				return "–"
-			}
-			return fmt.Sprintf("%.0f%%", 100*r.Server.OthersShare)
-		}
 		p("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s / %s |\n", sc.Name, sc.Clients, produced.ProducedPerSec,
 			field(m, deliv), field(pe, deliv), field(m, perCore), field(pe, perCore), rt, field(m, lat), field(pe, lat), field(m, share), field(pe, share), field(m, sys), field(pe, sys),
 			field(m, func(r *bench.Result) string { return fmt.Sprintf("%d / %d", r.Gaps, r.Notices) }), field(m, backlog), field(m, others), field(pe, others))
+	}
+	p("\n")
+
+	p("**Compressed** (permessage-deflate; the clients offer it as a browser does, `permessage-deflate; client_max_window_bits`, and each inflates every message it receives with its own DEFLATE stream): marketd as configured by default, marketd with server context takeover (`-ws-context-takeover`), and the peer (one deflate per message per client, no context takeover). *Takeover* is what the server answered; *wire* is TCP bytes per message and their share of the uncompressed JSON.\n\n")
+	p("| scenario | target | takeover | records/s | deliveries/s | per core | p50 / p99 / p99.9 ms | wire B/msg (of the JSON) | server CPU | load generator CPU | backlog at the end: Kafka lag (records) / client queues (KB) | gaps / unreadable | others on CPU 0 |\n")
+	p("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, sc := range scenarios {
+		if !sc.Compress {
+			continue
+		}
+		for _, t := range []string{targetMarketd, targetTakeover, targetPeer} {
+			r := s.get(sc.Name, t)
+			if r == nil {
+				continue
+			}
+			wire := fmt.Sprintf("%.1f", r.WirePerMsg)
+			if r.PayloadPerMsg > 0 {
+				wire += fmt.Sprintf(" (%.0f%%)", 100*r.WirePerMsg/r.PayloadPerMsg)
+			}
+			server := "–"
+			if r.Server != nil {
+				server = fmt.Sprintf("%.0f%%", 100*r.Server.CPUShare)
+			}
+			p("| %s | %s | %s | %.0f | %.0f | %s | %s / %s / %s | %s | %s | %.0f%% | %s | %d / %d | %s |\n", sc.Name, t, takeoverCell(r), r.ProducedPerSec, r.DeliveriesPerSec,
+				perCoreCell(r), ms(r.Latency.P50), ms(r.Latency.P99), ms(r.Latency.P999), wire, server, 100*r.Loadgen.CPUShare, backlog(r), r.Gaps, r.Unreadable, others(r))
+		}
 	}
 	p("\n")
 
@@ -161,21 +178,18 @@ func (s *summary) markdown() string {
 	}
 	p("\n")
 
-	p("**Bytes on the wire** (1,000 subscribers of book deltas at 100 records/s):\n\n")
-	p("| target | compression | payload B/msg | wire B/msg | wire / uncompressed payload |\n|---|---|--:|--:|--:|\n")
-	for _, t := range []string{"marketd", "peer"} {
-		raw := s.get("lat-1k-100", t)
-		for _, sc := range []string{"lat-1k-100", "z-lat-1k-100"} {
-			r := s.get(sc, t)
-			if r == nil {
-				continue
-			}
-			share := "–"
-			if raw != nil && raw.PayloadPerMsg > 0 {
-				share = fmt.Sprintf("%.0f%%", 100*r.WirePerMsg/raw.PayloadPerMsg)
-			}
-			p("| %s | %v | %.1f | %.1f | %s |\n", t, r.Compress, r.PayloadPerMsg, r.WirePerMsg, share)
+	p("**Bytes on the wire** (1,000 subscribers of book deltas at 100 records/s: `lat-1k-100`, and `z-lat-1k-100` with permessage-deflate):\n\n")
+	p("| target | compression | context takeover | payload B/msg | wire B/msg | wire / uncompressed payload |\n|---|---|---|--:|--:|--:|\n")
+	for _, k := range wireRows {
+		r := s.get(k.scenario, k.target)
+		if r == nil {
+			continue
 		}
+		share := "–"
+		if r.PayloadPerMsg > 0 {
+			share = fmt.Sprintf("%.0f%%", 100*r.WirePerMsg/r.PayloadPerMsg)
+		}
+		p("| %s | %v | %s | %.1f | %.1f | %s |\n", k.target, r.Compress, takeoverCell(r), r.PayloadPerMsg, r.WirePerMsg, share)
 	}
 	p("\n")
 
@@ -210,8 +224,18 @@ func (s *summary) markdown() string {
 
 	var warn []string
 	for _, r := range s.Results {
+		issues := capacityIssues(r)
 		for _, w := range r.Warnings {
+			if len(issues) > 0 && strings.HasPrefix(w, "the load generator used") {
+				continue // said below
+			}
 			warn = append(warn, fmt.Sprintf("- %s on %s: %s", r.Scenario, r.Target, w))
+		}
+		if len(issues) > 0 && r.Rate > 0 && r.ProduceSkipped == 0 {
+			warn = append(warn, fmt.Sprintf("- %s on %s: per core (%s) is not a capacity: %s", r.Scenario, r.Target, num(capacity(r)), strings.Join(issues, "; ")))
+		}
+		if r.Unreadable > 0 {
+			warn = append(warn, fmt.Sprintf("- %s on %s: %d messages the clients could not read (inflate or JSON)", r.Scenario, r.Target, r.Unreadable))
 		}
 		if r.ProduceSkipped > 0 {
 			warn = append(warn, fmt.Sprintf("- %s on %s: the producer fell behind and skipped %d records: the run did not get its offered load, its per-core figure is left out", r.Scenario, r.Target, r.ProduceSkipped))
@@ -227,6 +251,91 @@ func (s *summary) markdown() string {
 		p("Warnings of this run:\n\n%s\n\n", strings.Join(warn, "\n"))
 	}
 	return b.String()
+}
+
+// Per-core validity (capacityIssues).
+const (
+	// notCapacity marks a per-core figure that is not a capacity.
+	notCapacity = "⚠"
+	// loadSaturated is the load generator's CPU share above which the
+	// server may have waited for it.
+	loadSaturated = 0.9
+	// backlogSpan is the backlog, in time of the offered load, that
+	// says a server did not keep up.
+	backlogSpan = 100 * time.Millisecond
+	// minLagRecords is the Kafka lag always allowed: records in flight.
+	minLagRecords = 10
+)
+
+// capacityIssues returns why r's deliveries per CPU-second are not the
+// server's capacity, nothing when they are: the load generator saturated
+// (the server waited for its reads: its CPU per delivery is then that of a
+// server with full queues, fewer and larger writes), or a backlog at the
+// end of the window (the server did not keep up, or its queues filled
+// behind slow readers). The producer falling behind is said apart.
+func capacityIssues(r *bench.Result) []string {
+	if r == nil || r.Rate == 0 {
+		return nil
+	}
+	var out []string
+	if r.Loadgen.CPUShare > loadSaturated {
+		out = append(out, fmt.Sprintf("the load generator used %.0f%% of its core (the server may have waited for its reads)", 100*r.Loadgen.CPUShare))
+	}
+	span := backlogSpan.Seconds()
+	if lag, ok := r.Gauges["marketd_ingest_lag_records"]; ok && lag > max(minLagRecords, span*r.ProducedPerSec) {
+		out = append(out, fmt.Sprintf("%.0f records not yet applied in Kafka at the end (marketd did not keep up)", lag))
+	}
+	if q, ok := r.Gauges["marketd_stream_queued_bytes"]; ok && q > span*r.WirePerSec {
+		out = append(out, fmt.Sprintf("%.1f MB in the client queues at the end (more than %v of the wire bytes: marketd or the clients did not keep up)", q/1e6, backlogSpan))
+	}
+	return out
+}
+
+// perCoreCell is the per-core figure of r, marked when not a capacity.
+func perCoreCell(r *bench.Result) string {
+	v := num(capacity(r))
+	if v != "–" && len(capacityIssues(r)) > 0 {
+		v += " " + notCapacity
+	}
+	return v
+}
+
+// takeoverCell says whether the clients of r got server context takeover.
+func takeoverCell(r *bench.Result) string {
+	switch {
+	case !r.Compress || len(r.Extensions) == 0:
+		return "–"
+	case r.ContextTakeover():
+		return "yes"
+	}
+	return "no"
+}
+
+// backlog is marketd's backlog at the end of r's window.
+func backlog(r *bench.Result) string {
+	lag, ok1 := r.Gauges["marketd_ingest_lag_records"]
+	q, ok2 := r.Gauges["marketd_stream_queued_bytes"]
+	if !ok1 && !ok2 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f / %.0f", lag, q/1024)
+}
+
+// others is the share of the server's CPU other processes took in r.
+func others(r *bench.Result) string {
+	if r.Server == nil || r.Server.OthersShare < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f%%", 100*r.Server.OthersShare)
+}
+
+// wireRows are the rows of the bytes-on-the-wire table and bar chart.
+var wireRows = []struct{ target, scenario, label string }{
+	{targetMarketd, "lat-1k-100", "marketd"},
+	{targetMarketd, "z-lat-1k-100", "marketd + deflate"},
+	{targetTakeover, "z-lat-1k-100", "marketd + deflate + takeover"},
+	{targetPeer, "lat-1k-100", "peer"},
+	{targetPeer, "z-lat-1k-100", "peer + deflate"},
 }
 
 // capacity returns the deliveries per second of server CPU: what one core
@@ -304,11 +413,12 @@ func (s *suite) plots(sum *summary) error {
 
 	// 3. Bytes per message, with and without compression.
 	bc := barChart{title: "Bytes per book-delta message (1,000 subscribers)", yLabel: "bytes per message",
-		categories: []string{"marketd", "marketd + deflate", "peer", "peer + deflate"}, names: []string{"payload (JSON)", "on the wire (TCP)"}}
-	bc.values = [][]float64{make([]float64, 4), make([]float64, 4)}
-	for i, k := range []struct{ t, sc string }{{"marketd", "lat-1k-100"}, {"marketd", "z-lat-1k-100"}, {"peer", "lat-1k-100"}, {"peer", "z-lat-1k-100"}} {
+		names: []string{"payload (JSON)", "on the wire (TCP)"}}
+	bc.values = [][]float64{make([]float64, len(wireRows)), make([]float64, len(wireRows))}
+	for i, k := range wireRows {
+		bc.categories = append(bc.categories, k.label)
 		bc.values[0][i], bc.values[1][i] = nan, nan
-		if r := sum.get(k.sc, k.t); r != nil {
+		if r := sum.get(k.scenario, k.target); r != nil {
 			bc.values[0][i], bc.values[1][i] = r.PayloadPerMsg, r.WirePerMsg
 		}
 	}

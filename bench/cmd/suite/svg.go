@@ -237,7 +237,13 @@ func writeBarChart(path string, c barChart) error {
 	barW := groupW * 0.8 / float64(len(c.names))
 	for ci, cat := range c.categories {
 		gx := marginL + groupW*float64(ci)
-		d.f(`<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", gx+groupW/2, chartH-marginB+16, esc(cat))
+		// One line per " + " part: "marketd", "+ deflate", "+ takeover".
+		for li, line := range strings.SplitAfter(cat, " + ") {
+			if li > 0 {
+				line = "+ " + line
+			}
+			d.f(`<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", gx+groupW/2, chartH-marginB+16+12*li, esc(strings.TrimSuffix(line, " + ")))
+		}
 		for si := range c.names {
 			v := c.values[si][ci]
 			if math.IsNaN(v) {
