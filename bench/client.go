@@ -24,6 +24,7 @@ type counters struct {
 	errors     atomic.Int64 // error messages from the server
 	bad        atomic.Int64 // messages the scanner could not read
 	frames     atomic.Int64
+	inflated   atomic.Int64 // frames that came compressed
 
 	measuring atomic.Bool // the window is open: record latencies
 	latency   Histogram
@@ -31,10 +32,12 @@ type counters struct {
 	mu         sync.Mutex
 	closeCodes map[int]int    // closes initiated by the server, by code
 	extensions map[string]int // the server's permessage-deflate answers, by clients
+
+	inflations *inflateCache // shared by the clients without context takeover; nil: none
 }
 
 type countersSnapshot struct {
-	deliveries, snapshots, payload, wireRead, wireWrite, gaps, notices, conflated, errors, bad, frames int64
+	deliveries, snapshots, payload, wireRead, wireWrite, gaps, notices, conflated, errors, bad, frames, inflated int64
 }
 
 func (c *counters) snapshot() countersSnapshot {
@@ -42,7 +45,7 @@ func (c *counters) snapshot() countersSnapshot {
 		deliveries: c.deliveries.Load(), snapshots: c.snapshots.Load(), payload: c.payload.Load(),
 		wireRead: c.wireRead.Load(), wireWrite: c.wireWrite.Load(), gaps: c.gaps.Load(),
 		notices: c.notices.Load(), conflated: c.conflated.Load(), errors: c.errors.Load(),
-		bad: c.bad.Load(), frames: c.frames.Load(),
+		bad: c.bad.Load(), frames: c.frames.Load(), inflated: c.inflated.Load(),
 	}
 }
 
@@ -51,7 +54,7 @@ func (a countersSnapshot) sub(b countersSnapshot) countersSnapshot {
 		deliveries: a.deliveries - b.deliveries, snapshots: a.snapshots - b.snapshots, payload: a.payload - b.payload,
 		wireRead: a.wireRead - b.wireRead, wireWrite: a.wireWrite - b.wireWrite, gaps: a.gaps - b.gaps,
 		notices: a.notices - b.notices, conflated: a.conflated - b.conflated, errors: a.errors - b.errors,
-		bad: a.bad - b.bad, frames: a.frames - b.frames,
+		bad: a.bad - b.bad, frames: a.frames - b.frames, inflated: a.inflated - b.inflated,
 	}
 }
 

@@ -11,7 +11,10 @@
 //     payload and wire bytes, end-to-end latency percentiles, sequence gaps,
 //     conflation notices, and the target process's memory, CPU and write
 //     syscalls read from /proc. Its own CPU is reported too, so that a run
-//     in which the load side was the bottleneck is visible as such.
+//     in which the load side was the bottleneck is visible as such. With
+//     permessage-deflate its clients inflate beneath gws (inflateConn):
+//     one DEFLATE stream per connection with server context takeover,
+//     shared inflations of identical self-contained frames without.
 //   - The comparison peer (Peer): the straightforward server a user would
 //     write — one goroutine and one unbounded channel per client, JSON
 //     encoded and compressed per client — speaking the subset of the

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -106,7 +107,7 @@ func TestInflater(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%s/%d", tt.mode, len(tt.msgs[0])), func(t *testing.T) {
 			z := deflateMessages(t, tt.mode, tt.msgs)
-			f := newInflater(tt.takeover)
+			f := newInflater(tt.takeover, nil)
 			var out []byte
 			for i, m := range z {
 				var err error
@@ -125,6 +126,38 @@ func TestInflater(t *testing.T) {
 	}
 }
 
+// TestInflateCache: connections without context takeover share
+// inflations, and inflate strictly: a message that refers back into an
+// earlier one fails.
+func TestInflateCache(t *testing.T) {
+	msgs := bookDeltas(50)
+	cache := newInflateCache()
+	a, b := newInflater(false, cache), newInflater(false, cache)
+	for i, m := range deflateMessages(t, "stateless", msgs) {
+		for _, f := range []*inflater{a, b} {
+			out, err := f.inflate([]byte("x"), m)
+			if err != nil || string(out) != "x"+string(msgs[i]) {
+				t.Fatalf("message %d: %q, %v", i, out, err)
+			}
+		}
+	}
+	if len(cache.cur) != len(msgs) {
+		t.Errorf("%d inflations kept, want %d", len(cache.cur), len(msgs))
+	}
+	z := deflateMessages(t, "previous", msgs[:2])
+	if _, err := newInflater(false, cache).inflate(nil, z[1]); err == nil {
+		t.Error("a message referring to the one before inflated without context takeover")
+	}
+	// Generations: the oldest goes, a kept one survives a turn.
+	cache = newInflateCache()
+	for i := range inflateCacheEntries + 1 {
+		cache.put([]byte(strconv.Itoa(i)), []byte{1})
+	}
+	if _, ok := cache.get([]byte("0")); !ok || len(cache.cur) != 2 {
+		t.Errorf("after a turn: %d entries in the newest generation", len(cache.cur))
+	}
+}
+
 // TestInflaterFinal: a message that ends the DEFLATE stream (BFINAL) and,
 // with takeover, a next message that refers back into it.
 func TestInflaterFinal(t *testing.T) {
@@ -140,7 +173,7 @@ func TestInflaterFinal(t *testing.T) {
 	_ = fw.Flush()
 	second := bytes.Clone(bytes.TrimSuffix(buf.Bytes(), deflateTail))
 
-	f := newInflater(true)
+	f := newInflater(true, nil)
 	for i, m := range [][]byte{first, second} {
 		out, err := f.inflate(nil, m)
 		if err != nil || !bytes.Equal(out, msgs[i]) {
@@ -153,9 +186,10 @@ func TestInflaterFinal(t *testing.T) {
 }
 
 // scriptedServer answers a WebSocket handshake on c with the given
-// Sec-WebSocket-Extensions and then writes frames; it returns what the
-// client sent after the handshake once the client closed.
-func scriptedServer(t testing.TB, c net.Conn, extensions string, frames []byte) <-chan []byte {
+// Sec-WebSocket-Extensions, reads one frame of clientFrame bytes if
+// clientFrame > 0, then writes frames; it returns that client frame once
+// the client closed.
+func scriptedServer(t testing.TB, c net.Conn, extensions string, clientFrame int, frames []byte) <-chan []byte {
 	done := make(chan []byte, 1)
 	go func() {
 		defer c.Close()
@@ -178,11 +212,15 @@ func scriptedServer(t testing.TB, c net.Conn, extensions string, frames []byte) 
 		if _, err := io.WriteString(c, resp+"\r\n"); err != nil {
 			t.Errorf("write handshake: %v", err)
 		}
+		first := make([]byte, clientFrame)
+		if _, err := io.ReadFull(br, first); err != nil {
+			t.Errorf("read the client's frame: %v", err)
+		}
 		if _, err := c.Write(frames); err != nil {
 			t.Errorf("write frames: %v", err)
 		}
-		rest, _ := io.ReadAll(br)
-		done <- rest
+		_, _ = io.Copy(io.Discard, br)
+		done <- first
 	}()
 	return done
 }
@@ -261,8 +299,9 @@ func TestInflateConn(t *testing.T) {
 
 	cc, sc := net.Pipe()
 	const answer = "permessage-deflate; client_no_context_takeover"
-	sent := scriptedServer(t, sc, answer, frames)
-	ic := newInflateConn(cc, 512)
+	const sub = `{"op":"subscribe"}`
+	sent := scriptedServer(t, sc, answer, 2+4+len(sub), frames)
+	ic := newInflateConn(cc, 512, nil, nil)
 	rec := &recorder{done: make(chan struct{})}
 	opt := &gws.ClientOption{Addr: "ws://example/v1/ws", HandshakeTimeout: 5 * time.Second,
 		RequestHeader: http.Header{"Sec-Websocket-Extensions": {deflateOffer}}}
@@ -273,7 +312,9 @@ func TestInflateConn(t *testing.T) {
 	if ic.extensions != answer || ic.fl == nil || !ic.fl.takeover {
 		t.Fatalf("negotiated %q (inflater %v)", ic.extensions, ic.fl)
 	}
-	go func() { _ = conn.WriteMessage(gws.OpcodeText, []byte(`{"op":"subscribe"}`)) }()
+	if err := conn.WriteMessage(gws.OpcodeText, []byte(sub)); err != nil {
+		t.Fatal(err)
+	}
 	go conn.ReadLoop()
 	select {
 	case <-rec.done:
@@ -294,8 +335,16 @@ func TestInflateConn(t *testing.T) {
 	if rec.pings != 1 {
 		t.Errorf("%d pings", rec.pings)
 	}
-	if b := <-sent; !bytes.Contains(b, []byte{0x81}) {
-		t.Errorf("client frames %x", b)
+	// The client's message went out plain (gws compresses nothing).
+	if b := <-sent; len(b) != 2+4+len(sub) || b[0] != 0x81 || b[1] != 0x80|byte(len(sub)) {
+		t.Errorf("client frame %x", b)
+	} else {
+		for i := range sub {
+			b[6+i] ^= b[2+i%4]
+		}
+		if string(b[6:]) != sub {
+			t.Errorf("client sent %q", b[6:])
+		}
 	}
 }
 
@@ -313,8 +362,8 @@ func TestInflateConnErrors(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cc, sc := net.Pipe()
-			scriptedServer(t, sc, tt.ext, tt.frames)
-			ic := newInflateConn(cc, 512)
+			scriptedServer(t, sc, tt.ext, 0, tt.frames)
+			ic := newInflateConn(cc, 512, nil, nil)
 			rec := &recorder{done: make(chan struct{})}
 			conn, _, err := gws.NewClientFromConn(rec, &gws.ClientOption{Addr: "ws://example/v1/ws",
 				RequestHeader: http.Header{"Sec-Websocket-Extensions": {deflateOffer}}}, ic)
@@ -335,10 +384,12 @@ func TestInflateConnErrors(t *testing.T) {
 
 // BenchmarkClientInflate measures a load-generator client reading
 // compressed book deltas (1,000 per connection, over net.Pipe): gws's own
-// inflation against inflateConn's, for marketd's frames without context
-// takeover (each compressed on its own) and with it (each against the
-// one before). The figure is ns per message: the load generator's cost
-// of a compressed delivery, framing, inflation, scan and seq check.
+// inflation against inflateConn's, alone and sharing inflations with the
+// connections before it (as the clients of a run do without takeover),
+// for frames without context takeover (each compressed on its own) and
+// with it (each against the one before, as marketd does). The figure is
+// ns per message: the load generator's cost of a compressed delivery,
+// framing, inflation, scan and seq check.
 func BenchmarkClientInflate(b *testing.B) {
 	const perConn = 1000
 	deltas := bookDeltas(perConn)
@@ -351,19 +402,23 @@ func BenchmarkClientInflate(b *testing.B) {
 			frames = append(frames, frame(true, true, 1, m)...)
 		}
 		frames = append(frames, frame(true, false, 8, []byte{0x03, 0xe8})...)
-		for _, client := range []string{"gws", "inflateConn"} {
+		for _, client := range []string{"gws", "inflateConn", "inflateConn-shared"} {
 			b.Run(mode.name+"/"+client, func(b *testing.B) {
 				b.ReportAllocs()
 				c := &counters{closeCodes: make(map[int]int)}
+				var cache *inflateCache
+				if client == "inflateConn-shared" {
+					cache = newInflateCache() // every connection gets the same frames
+				}
 				for b.Loop() {
 					cc, sc := net.Pipe()
-					sent := scriptedServer(b, sc, mode.answer, frames)
+					sent := scriptedServer(b, sc, mode.answer, 0, frames)
 					opt := &gws.ClientOption{Addr: "ws://example/v1/ws", ReadBufferSize: clientReadBuffer}
 					var conn net.Conn = cc
 					if client == "gws" {
 						opt.PermessageDeflate = gws.PermessageDeflate{Enabled: true, ServerContextTakeover: true, ClientContextTakeover: true}
 					} else {
-						conn = newInflateConn(cc, clientReadBuffer)
+						conn = newInflateConn(cc, clientReadBuffer, nil, cache)
 						opt.RequestHeader = http.Header{"Sec-Websocket-Extensions": {deflateOffer}}
 					}
 					lc := newLoadClient(c, 0)

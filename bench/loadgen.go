@@ -57,7 +57,9 @@ type Config struct {
 	Duration time.Duration
 	// Warmup is how long the load runs before the window opens. Default 2 s.
 	Warmup time.Duration
-	// Compress offers permessage-deflate.
+	// Compress offers permessage-deflate, as a browser does (the server
+	// chooses context takeover); the clients inflate what they receive
+	// (inflate.go) and Result.Extensions holds the servers' answers.
 	Compress bool
 	// ServerPID is the target's process id, for its /proc counters; 0 skips them.
 	ServerPID int
@@ -185,13 +187,15 @@ type Result struct {
 	Deliveries       int64   `json:"deliveries"`
 	DeliveriesPerSec float64 `json:"deliveries_per_s"`
 	Frames           int64   `json:"frames"`
-	Snapshots        int64   `json:"snapshots"`
-	PayloadBytes     int64   `json:"payload_bytes"`
-	WireBytes        int64   `json:"wire_bytes"`
-	PayloadPerSec    float64 `json:"payload_bytes_per_s"`
-	WirePerSec       float64 `json:"wire_bytes_per_s"`
-	PayloadPerMsg    float64 `json:"payload_bytes_per_msg"`
-	WirePerMsg       float64 `json:"wire_bytes_per_msg"`
+	// Inflated is the frames that came compressed (with Compress).
+	Inflated      int64   `json:"inflated_frames"`
+	Snapshots     int64   `json:"snapshots"`
+	PayloadBytes  int64   `json:"payload_bytes"`
+	WireBytes     int64   `json:"wire_bytes"`
+	PayloadPerSec float64 `json:"payload_bytes_per_s"`
+	WirePerSec    float64 `json:"wire_bytes_per_s"`
+	PayloadPerMsg float64 `json:"payload_bytes_per_msg"`
+	WirePerMsg    float64 `json:"wire_bytes_per_msg"`
 
 	Latency Latency `json:"latency_us"`
 
@@ -335,7 +339,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 
-	c := &counters{closeCodes: make(map[int]int), extensions: make(map[string]int)}
+	c := &counters{closeCodes: make(map[int]int), extensions: make(map[string]int), inflations: newInflateCache()}
 	clients, err := connectAll(ctx, cfg, mix, universe, c)
 	defer closeAll(clients)
 	if err != nil {
@@ -437,6 +441,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Deliveries = d.deliveries
 	res.DeliveriesPerSec = float64(d.deliveries) / win
 	res.Frames = d.frames
+	res.Inflated = d.inflated
 	res.Snapshots = d.snapshots
 	res.PayloadBytes = d.payload
 	res.WireBytes = d.wireRead
@@ -547,8 +552,9 @@ func dialClient(ctx context.Context, cfg Config, lc *loadClient, c *counters) (*
 	if cfg.Compress {
 		// gws's compression stays off: the client inflates beneath it
 		// (inflate.go), and offers permessage-deflate as a browser does,
-		// letting the server choose context takeover.
-		ic = newInflateConn(sock, clientReadBuffer)
+		// letting the server choose context takeover. Without it, the
+		// clients share the inflation of identical frames.
+		ic = newInflateConn(sock, clientReadBuffer, &c.inflated, c.inflations)
 		opt.RequestHeader = http.Header{http.CanonicalHeaderKey("Sec-WebSocket-Extensions"): {deflateOffer}}
 		sock = ic
 	}
@@ -682,6 +688,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("clients", "%d (%d connected, %d subscribed), mix %q, %d symbols, hot %.2f, compress %v", r.Clients, r.Connected, r.Ready, r.Mix, r.Symbols, r.Hot, r.Compress)
 	row("produced", "%.0f records/s (target %d; %d request errors, %d skipped)", r.ProducedPerSec, r.Rate, r.ProduceErrors, r.ProduceSkipped)
 	row("delivered", "%.0f msgs/s in %.0f frames/s over %.1f s (%d snapshots)", r.DeliveriesPerSec, float64(r.Frames)/max(r.Window, 1e-9), r.Window, r.Snapshots)
+	if r.Compress {
+		row("compressed", "%d of %d frames (%.0f%%)", r.Inflated, r.Frames, 100*float64(r.Inflated)/max(float64(r.Frames), 1))
+	}
 	row("payload", "%.1f MB/s, %.1f B/msg", r.PayloadPerSec/1e6, r.PayloadPerMsg)
 	row("wire", "%.1f MB/s, %.1f B/msg", r.WirePerSec/1e6, r.WirePerMsg)
 	row("latency", "p50 %s  p99 %s  p99.9 %s  max %s  (%d samples)", us(r.Latency.P50), us(r.Latency.P99), us(r.Latency.P999), us(r.Latency.Max), r.Latency.Count)

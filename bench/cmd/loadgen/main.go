@@ -51,7 +51,7 @@ func main() {
 	flag.IntVar(&cfg.Rate, "rate", 1000, "records produced per `second` (0: none, idle run)")
 	flag.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "measurement `window`")
 	flag.DurationVar(&cfg.Warmup, "warmup", bench.DefaultWarmup, "load before the window opens")
-	flag.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate")
+	flag.BoolVar(&cfg.Compress, "compress", false, "offer permessage-deflate as a browser does (the server chooses context takeover; see bench/inflate.go)")
 	flag.IntVar(&cfg.ServerPID, "pid", 0, "`pid` of the target, for its /proc counters (0: none)")
 	flag.IntVar(&cfg.ServerCPU, "server-cpu", -1, "`CPU` the target is pinned to, to measure what other processes took of it (-1: unknown)")
 	flag.IntVar(&cfg.DialConcurrency, "dial-concurrency", bench.DefaultDialConcurrency, "connections opened at once")

@@ -87,13 +87,16 @@ var scenarios = []scenario{
 	{Name: "mixed", Desc: "3,000 clients, mix " + mixed + ", 50 symbols, 30% of 2,000 records/s on SYM00", Clients: 3000, Mix: mixed, Symbols: 50, Hot: 0.3, Rate: 2000},
 	{Name: "idle-10k", Desc: "10,000 idle connections: memory only", Clients: 10000, Mix: "idle", Symbols: 1, Rate: 0, Window: time.Second, Warmup: 100 * time.Millisecond},
 	{Name: "z-lat-1k-100", Desc: "lat-1k-100 with permessage-deflate", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 100, Compress: true, Takeover: true},
-	// With compression every client inflates every message, and a message
-	// compressed on its own (no context takeover) costs the load generator
-	// ~2 µs, mostly the Huffman tables of its block: at 1,300 records/s
-	// its core (shared with the broker) is full and the producer falls
-	// behind. So this one offers what the load generator reads in under
-	// 90 % of its core, and measures the servers' CPU per delivery there.
-	{Name: "z-sat-1k", Desc: "1,000 subscribers with permessage-deflate, offered ~0.41M deliveries/s", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 450, Compress: true, Takeover: true},
+	// z-sat-1k, 1,000 compressed clients at 600 records/s, measured the
+	// load generator: below saturation a server writes a frame or two per
+	// syscall to each of 1,000 clients, so the load generator reads one
+	// frame per read (two syscalls, ~3 µs here) besides inflating it; from
+	// 350 to 600 records/s it used 92-98 % of its core whatever the server
+	// did. With 100 clients each read carries several frames: at 4,000
+	// records/s the load generator used 75 % of its core with takeover
+	// (and about as much without, inflations shared), marketd kept up at
+	// ~55 % of its own, and its CPU per delivery is its compressed cost.
+	{Name: "z-sat-100", Desc: "100 subscribers of one symbol's book deltas with permessage-deflate, offered ~0.37M deliveries/s", Clients: 100, Mix: "book:@1:10", Symbols: 1, Rate: 4000, Compress: true, Takeover: true},
 }
 
 // Targets: marketd as configured by default, marketd with server context

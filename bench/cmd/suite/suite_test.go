@@ -39,8 +39,9 @@ func TestSummary(t *testing.T) {
 	z.Compress, z.WirePerMsg, z.Extensions = true, 150, map[string]int{plain: 1000}
 	zt := result("z-lat-1k-100", targetTakeover, 90_000, 4000, 0.45)
 	zt.Compress, zt.WirePerMsg, zt.Extensions = true, 52, map[string]int{"permessage-deflate; client_no_context_takeover": 1000}
+	zt.Frames, zt.Inflated = 1000, 900
 	// Saturated load generator and a backlog: not a capacity.
-	zs := result("z-sat-1k", targetMarketd, 500_000, 90_000, 0.1)
+	zs := result("z-sat-100", targetMarketd, 500_000, 90_000, 0.1)
 	zs.Compress, zs.Extensions, zs.Rate, zs.WirePerSec = true, map[string]int{plain: 1000}, 600, 75e6
 	zs.Loadgen.CPUShare, zs.Gauges = 0.97, map[string]float64{"marketd_ingest_lag_records": 483, "marketd_stream_queued_bytes": 40e6}
 	zs.Warnings = []string{"the load generator used 97% of a core: it may be the bottleneck"}
@@ -52,9 +53,9 @@ func TestSummary(t *testing.T) {
 		"| idle-10k | 1000 | 14.0 | – |",
 		"| marketd | true | no | 160.0 | 150.0 | 94% |",
 		"| marketd-takeover | true | yes | 160.0 | 52.0 | 32% |",
-		"| z-lat-1k-100 | marketd-takeover | yes | 100 | 90000 | 200000 | 2.00 / 4.00 / 4.00 | 52.0 (32%) | 45% | 0% |",
-		"| z-sat-1k | marketd | no | 100 | 500000 | 5000000 ⚠ |",
-		"- z-sat-1k on marketd: per core (5000000) is not a capacity: the load generator used 97% of its core",
+		"| z-lat-1k-100 | marketd-takeover | yes | 100 | 90000 | 200000 | 2.00 / 4.00 / 4.00 | 52.0 (32%) | 90% | 45% | 0% |",
+		"| z-sat-100 | marketd | no | 100 | 500000 | 5000000 ⚠ |",
+		"- z-sat-100 on marketd: per core (5000000) is not a capacity: the load generator used 97% of its core",
 		"483 records not yet applied in Kafka",
 		"40.0 MB in the client queues",
 	} {
