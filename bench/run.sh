@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh regenerates every end-to-end benchmark figure of docs/benchmarks.md:
 # results in bench/results/*.json, plots in docs/img/*.svg, and the
-# generated block of docs/benchmarks.md. It takes about nine minutes on the
+# generated block of docs/benchmarks.md. It takes about ten minutes on the
 # 2-core machine (every scenario twice, the less disturbed run kept) and
 # needs taskset (util-linux). It measures the binaries of the last commit
 # (-rev HEAD), whatever is being edited; -rev '' measures the work tree.
