@@ -9,10 +9,12 @@
 // group the update concerns it encodes the message once (a hand-written
 // append encoder, numbers through book.Num.Append so that the wire text is
 // the checksum text), frames it once uncompressed and, only when a member
-// negotiated permessage-deflate, once compressed without context takeover,
-// and queues the same immutable bytes on every member. Publishing costs
-// per group, not per client: allocations and encodes per publish do not
-// grow with subscribers.
+// negotiated permessage-deflate, once compressed on its own and, for
+// members with server context takeover, once per distinct context (the
+// messages those members got just before, takeover.go), and queues the
+// same immutable bytes on every member. Publishing costs per group and
+// context, not per client: allocations, encodes and compressions per
+// publish do not grow with subscribers.
 //
 // # Ownership and concurrency
 //
