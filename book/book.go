@@ -28,6 +28,7 @@ type Book struct {
 	win            window
 	hasLast        bool
 	last, lastSize Num
+	lastTradeSeq   uint64 // seq of the last trade; 0 when none is known
 	sumValid       bool // sum1 and sum10 match the book
 	sum1, sum10    uint32
 	sumBuf         []byte // reused to build checksum strings
@@ -35,6 +36,7 @@ type Book struct {
 	// The outputs of the last successful Apply.
 	changes               []Change
 	traded                bool   // it was a trade
+	prevTradeSeq          uint64 // then: the seq of the trade before it
 	tradeID               []byte // the trade's id, copied into a reused buffer
 	tradeSide             Side
 	tradePrice, tradeSize Num
@@ -156,6 +158,7 @@ func (b *Book) Apply(ev *Event) error {
 	statsChanged := b.win.advance(ev.TS)
 	if b.traded {
 		b.hasLast, b.last, b.lastSize = true, ev.Price, ev.Size
+		b.prevTradeSeq, b.lastTradeSeq = b.lastTradeSeq, ev.Seq
 		b.win.add(ev.TS, ev.Price, ev.Size)
 		statsChanged = true
 	}
@@ -489,6 +492,7 @@ func (b *Book) LastUpdate() *Update {
 	u.Checksum1, u.Checksum10 = b.Checksum(1), b.Checksum(ChecksumLevels)
 	if b.traded {
 		u.Trade = &Trade{TradeID: string(b.tradeID), Price: b.tradePrice, Size: b.tradeSize, Side: b.tradeSide}
+		u.PrevTradeSeq = b.prevTradeSeq
 	}
 	if b.tickerChanged {
 		t := b.Ticker()
@@ -496,6 +500,11 @@ func (b *Book) LastUpdate() *Update {
 	}
 	return u
 }
+
+// LastTradeSeq returns the seq of the book's last trade, 0 when it knows of
+// none. It is kept in checkpoints, so that the trades stream's prev_seq
+// chain goes on across a restart.
+func (b *Book) LastTradeSeq() uint64 { return b.lastTradeSeq }
 
 // inlineChanges is the number of changes LastUpdate allocates together with
 // their Update.

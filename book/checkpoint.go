@@ -13,7 +13,7 @@ var ErrCheckpoint = errors.New("invalid book checkpoint")
 // checkpointMagic opens every checkpoint; checkpointVersion follows it.
 const (
 	checkpointMagic   = "mdbk"
-	checkpointVersion = 1
+	checkpointVersion = 2
 )
 
 // MarshalBinary returns the complete state of the book as a versioned binary
@@ -22,15 +22,15 @@ const (
 // trade and the 24h buckets. The outputs of the last Apply (Changes, the
 // Trade of LastUpdate) describe an event, not the state, and are not kept.
 //
-// Layout (version 1; integers are varints, unsigned ones uvarints):
+// Layout (version 2; integers are varints, unsigned ones uvarints):
 //
 //	"mdbk" version symbol(len, bytes) mode seq ts
-//	hasLast [last lastSize]
+//	hasLast [last lastSize] lastTradeSeq
 //	hasHead [head] nBuckets {minute openTS open high low volumeHi volumeLo}
 //	bids, then asks: nLevels {price, then size (levels) or nOrders {id(len, bytes) size} (orders)}
 //
 // Levels are written best last and orders oldest first, so equal books give
-// equal bytes.
+// equal bytes. Version 1, without lastTradeSeq, is still read (as 0).
 func (b *Book) MarshalBinary() ([]byte, error) {
 	size := 64 + len(b.symbol) + 64*len(b.win.live()) + 24*(len(b.bids.levels)+len(b.asks.levels)) + 24*len(b.orders)
 	for _, o := range b.orders {
@@ -48,6 +48,7 @@ func (b *Book) MarshalBinary() ([]byte, error) {
 		e = binary.AppendVarint(e, int64(b.last))
 		e = binary.AppendVarint(e, int64(b.lastSize))
 	}
+	e = binary.AppendUvarint(e, b.lastTradeSeq)
 	e = appendBool(e, b.win.hasHead)
 	if b.win.hasHead {
 		e = binary.AppendVarint(e, b.win.head)
@@ -214,7 +215,8 @@ func decodeCheckpoint(data []byte) (*Book, error) {
 		return nil, errors.New("missing magic")
 	}
 	d := &decoder{data: data[len(checkpointMagic):]}
-	if v := d.uvarint("version"); d.err == nil && v != checkpointVersion {
+	v := d.uvarint("version")
+	if d.err == nil && (v < 1 || v > checkpointVersion) {
 		return nil, fmt.Errorf("unsupported version %d", v)
 	}
 	b := New(d.string("symbol"))
@@ -227,6 +229,11 @@ func decodeCheckpoint(data []byte) (*Book, error) {
 	if b.hasLast = d.bool("last trade flag"); b.hasLast {
 		b.last = d.positive("last price")
 		b.lastSize = d.positive("last size")
+	}
+	if v >= 2 {
+		if b.lastTradeSeq = d.uvarint("last trade seq"); d.err == nil && b.lastTradeSeq > b.seq {
+			d.fail("last trade seq %d after the book's seq %d", b.lastTradeSeq, b.seq)
+		}
 	}
 	d.window(&b.win)
 	for _, l := range []*ladder{&b.bids, &b.asks} {

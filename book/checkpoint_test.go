@@ -2,6 +2,7 @@ package book
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"slices"
@@ -82,7 +83,7 @@ func TestCheckpointRejects(t *testing.T) {
 		}
 		b := build(t, orderBook)
 		before := observe(t, b)
-		bad := [][]byte{append(slices.Clone(data), 0), append([]byte("mdbk\x02"), data[5:]...), []byte("MDBK\x01")}
+		bad := [][]byte{append(slices.Clone(data), 0), append([]byte("mdbk\x03"), data[5:]...), []byte("MDBK\x01")}
 		for i := range data {
 			bad = append(bad, data[:i])
 		}
@@ -94,5 +95,61 @@ func TestCheckpointRejects(t *testing.T) {
 		if after := observe(t, b); !reflect.DeepEqual(after, before) {
 			t.Error("a failed UnmarshalBinary changed the book")
 		}
+	}
+}
+
+// TestCheckpointTradeSeq checks that the seq of the last trade survives a
+// checkpoint, so that the next trade's PrevTradeSeq goes on from it, and
+// that a version 1 checkpoint (which did not hold it) still reads, as 0.
+func TestCheckpointTradeSeq(t *testing.T) {
+	b := build(t, append(slices.Clone(levelBook), tradeEv("t1", "", Buy, "1", "1"), tradeEv("t2", "", Sell, "1", "2")))
+	last := b.LastTradeSeq()
+	if last != b.Seq() || b.LastUpdate().PrevTradeSeq != last-1 {
+		t.Fatalf("last trade seq %d, book seq %d, prev %d", last, b.Seq(), b.LastUpdate().PrevTradeSeq)
+	}
+	data, err := b.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := new(Book)
+	if err := r.UnmarshalBinary(data); err != nil {
+		t.Fatal(err)
+	}
+	ev := tradeEv("t3", "", Buy, "1", "1")
+	ev.Symbol, ev.Seq, ev.TS = b.Symbol(), b.Seq()+5, b.TS()
+	if err := r.Apply(&ev); err != nil {
+		t.Fatal(err)
+	}
+	if u := r.LastUpdate(); u.PrevTradeSeq != last || r.LastTradeSeq() != ev.Seq {
+		t.Fatalf("after restore: prev %d, want %d; last %d", u.PrevTradeSeq, last, r.LastTradeSeq())
+	}
+
+	// Version 1: the same bytes without lastTradeSeq, after the last trade.
+	d := data[len(checkpointMagic)+1:] // magic, version 2 (one byte)
+	skip := func(n int) { d = d[n:] }
+	n, k := binary.Uvarint(d) // symbol
+	skip(k + int(n))
+	skip(1) // mode
+	_, k = binary.Uvarint(d)
+	skip(k) // seq
+	_, k = binary.Varint(d)
+	skip(k) // ts
+	if d[0] != 1 {
+		t.Fatal("no last trade")
+	}
+	skip(1)
+	for range 2 { // last, lastSize
+		_, k = binary.Varint(d)
+		skip(k)
+	}
+	at := len(data) - len(d)
+	_, k = binary.Uvarint(d)
+	v1 := append(append([]byte("mdbk\x01"), data[len(checkpointMagic)+1:at]...), data[at+k:]...)
+	old := new(Book)
+	if err := old.UnmarshalBinary(v1); err != nil {
+		t.Fatalf("version 1: %v", err)
+	}
+	if old.LastTradeSeq() != 0 || old.Seq() != b.Seq() || !reflect.DeepEqual(old.Snapshot(0), b.Snapshot(0)) || !reflect.DeepEqual(old.Ticker(), b.Ticker()) {
+		t.Fatalf("version 1 read as\n%+v\n%+v\nwant\n%+v\n%+v", old.Ticker(), old.Snapshot(0), b.Ticker(), b.Snapshot(0))
 	}
 }

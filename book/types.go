@@ -226,6 +226,9 @@ type Update struct {
 	Checksum1, Checksum10 uint32
 	// Trade is set for trade events.
 	Trade *Trade
+	// PrevTradeSeq is, with Trade, the seq of the symbol's previous trade
+	// (0 when the book knows of none): the prev_seq of the trade message.
+	PrevTradeSeq uint64
 	// Ticker is set when the ticker changed (best bid/ask or a trade).
 	Ticker *Ticker
 }

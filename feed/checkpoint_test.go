@@ -117,7 +117,20 @@ func FuzzCheckpointRecord(f *testing.F) {
 			again = encodeManifest(r.partition, r.next, r.symbols)
 		}
 		if !bytes.Equal(again, value) {
-			t.Fatalf("re-encoded %x, decoded from %x", again, value)
+			// A book blob of version 1 is re-encoded as the current
+			// version: then the record must read back the same.
+			if i := bytes.Index(value, []byte("mdbk\x01")); r.kind != kindBook || i < 0 {
+				t.Fatalf("re-encoded %x, decoded from %x", again, value)
+			}
+			r2, err := decodeRecord(key, again)
+			if err != nil {
+				t.Fatalf("re-encoded %x does not decode: %v", again, err)
+			}
+			blob1, _ := r.book.MarshalBinary()
+			blob2, _ := r2.book.MarshalBinary()
+			if r2.partition != r.partition || r2.next != r.next || r2.lastTrade != r.lastTrade || !bytes.Equal(blob1, blob2) {
+				t.Fatalf("re-encoded %x reads as another record than %x", again, value)
+			}
 		}
 	})
 }

@@ -187,7 +187,7 @@ func (h *Hub) Publish(u *book.Update) {
 	}
 	if u.Trade != nil {
 		g := &t.trades
-		prev := g.lastSeq
+		prev := u.PrevTradeSeq // the book's: it survives restarts, unlike g's
 		g.lastSeq = u.Seq
 		if len(g.members) > 0 {
 			buf := getBuf()
