@@ -50,6 +50,10 @@ type client struct {
 	reason  CloseReason
 	behind  []*member // conflated memberships to catch up
 	hist    history   // the context of a takeover connection
+	// room is closed (and cleared) when queued falls to roomMark or the
+	// connection closes: what a replay waiting for queue room waits on.
+	room     chan struct{}
+	roomMark int
 
 	done      chan struct{} // closed when the close frame is out (or cannot be)
 	closeDone sync.Once
@@ -226,6 +230,7 @@ func (c *client) teardown(err error) {
 		c.reason = reason
 	}
 	c.closing = true
+	c.signalRoom()
 	c.mu.Unlock()
 	c.stopOps()
 	h := c.srv.hub

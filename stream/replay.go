@@ -81,10 +81,6 @@ const (
 	// roomDivisor sets the queue room a replay waits for before each
 	// message: queued bytes under QueueSoftLimit / roomDivisor.
 	roomDivisor = 2
-	// Polling bounds of the wait for queue room: the writer has no drain
-	// signal, so a blocked replay looks again after a short, growing sleep.
-	minRoomPoll = 200 * time.Microsecond
-	maxRoomPoll = 5 * time.Millisecond
 )
 
 // replaySet is the server's replays: how many read history (capped by
@@ -358,33 +354,30 @@ func (r *replay) push(payload []byte) {
 func (r *replay) waitRoom() error {
 	c := r.c
 	room := c.srv.cfg.QueueSoftLimit / roomDivisor
-	poll := minRoomPoll
-	var t *time.Timer
 	for {
 		c.mu.Lock()
-		queued, closing := c.queued, c.closing
-		c.mu.Unlock()
 		switch {
-		case closing:
+		case c.closing:
+			c.mu.Unlock()
 			return errClosing
-		case queued <= room:
-			if t != nil {
-				t.Stop()
-			}
+		case c.queued <= room:
+			c.mu.Unlock()
 			return nil
 		}
-		if t == nil {
-			t = time.NewTimer(poll)
-		} else {
-			t.Reset(poll)
+		// The writer closes c.room when the queue is down to room
+		// (signalRoom); every replay of the connection waits for the
+		// same room.
+		if c.room == nil {
+			c.room = make(chan struct{})
 		}
+		c.roomMark = room
+		wake := c.room
+		c.mu.Unlock()
 		select {
-		case <-t.C:
+		case <-wake:
 		case <-r.ctx.Done():
-			t.Stop()
 			return r.ctx.Err()
 		}
-		poll = min(2*poll, maxRoomPoll)
 	}
 }
 

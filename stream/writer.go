@@ -168,7 +168,18 @@ func (c *client) beginCloseFrame(reason CloseReason, f []byte, drop bool) {
 	}
 	c.queue = append(c.queue, outItem{frame: f, kind: itemClose})
 	c.queued += len(f)
+	c.signalRoom()
 	c.startWriter()
+}
+
+// signalRoom wakes whoever waits for queue room (replay.waitRoom) once the
+// queue is down to their mark or the connection is closing. Called with
+// c.mu held, wherever queued falls or closing is set.
+func (c *client) signalRoom() {
+	if c.room != nil && (c.queued <= c.roomMark || c.closing) {
+		close(c.room)
+		c.room = nil
+	}
 }
 
 // writeLoop is the connection's writer: it drains the queue and exits when
@@ -284,6 +295,7 @@ func (c *client) writeBatch(batch []outItem, s *scratch) (closed bool, err error
 		}
 		c.mu.Lock()
 		c.queued -= n
+		c.signalRoom()
 		c.mu.Unlock()
 		if err != nil {
 			return false, err
@@ -338,6 +350,7 @@ func (c *client) writeFailed(err error) {
 	}
 	c.queue = c.queue[:0]
 	c.queued = 0
+	c.signalRoom()
 	c.mu.Unlock()
 	_ = c.nc.Close()
 	c.closeDone.Do(func() { close(c.done) })
@@ -351,6 +364,7 @@ func (c *client) finishClose() {
 	c.mu.Lock()
 	c.writing = false
 	c.queued = 0
+	c.signalRoom()
 	c.mu.Unlock()
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
