@@ -29,7 +29,7 @@ type Book struct {
 	hasLast        bool
 	last, lastSize Num
 	lastTradeSeq   uint64 // seq of the last trade; 0 when none is known
-	sumValid       bool // sum1 and sum10 match the book
+	sumValid       bool   // sum1 and sum10 match the book
 	sum1, sum10    uint32
 	sumBuf         []byte // reused to build checksum strings
 
