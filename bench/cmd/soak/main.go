@@ -19,8 +19,7 @@
 //	go run ./bench/cmd/soak -duration 20s    # a quick check
 //	go run ./bench/cmd/soak -replot docs/img/soak.json   # redraw the plot
 //
-// The chart writer (svg.go) is the benchmark suite's, linked from
-// bench/cmd/suite so that both commands draw with the same code.
+// The plot is drawn with package bench/svg, as the benchmark suite's are.
 package main
 
 import (

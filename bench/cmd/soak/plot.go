@@ -3,16 +3,16 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/marketd/marketd/bench"
+	"github.com/marketd/marketd/bench/svg"
 )
 
 // plot draws the soak's series as panels stacked in one SVG file: each
-// panel is a chart of the suite's chart writer (svg.go), nested at its
-// offset. The fitted line of the growth check is drawn dashed over the
-// second half of RSS and goroutines.
+// panel is a line chart of package svg, nested at its offset. The fitted
+// line of the growth check is drawn dashed over the second half of RSS and
+// goroutines.
 func plot(res *bench.SoakResult, path string) error {
 	unit, div := "s", 1.0
 	if res.Duration >= 120 {
@@ -36,7 +36,7 @@ func plot(res *bench.SoakResult, path string) error {
 	if len(t) > 1 {
 		tRate, p50, p99, deliv = t[1:], p50[1:], p99[1:], deliv[1:]
 	}
-	fit := func(metric string, scale float64) series {
+	fit := func(metric string, scale float64) svg.Series {
 		for _, g := range res.Growth {
 			if g.Metric != metric || g.Points == 0 || len(res.Samples) == 0 {
 				continue
@@ -47,63 +47,50 @@ func plot(res *bench.SoakResult, path string) error {
 			if !g.OK {
 				status = "GROWTH"
 			}
-			return series{name: "fit, 2nd half (" + status + ")", x: []float64{g.T0 / div, t1 / div}, y: []float64{y(g.T0), y(t1)}, dashed: true}
+			return svg.Series{Name: "fit, 2nd half (" + status + ")", X: []float64{g.T0 / div, t1 / div}, Y: []float64{y(g.T0), y(t1)}, Dashed: true}
 		}
-		return series{}
+		return svg.Series{}
 	}
 	title := fmt.Sprintf("%d clients, %d records/s + simulator", res.Clients, res.Rate)
-	panels := []lineChart{
-		{title: "Memory — " + title, xLabel: xLabel, yLabel: "MiB",
-			series: []series{{name: "marketd RSS", x: t, y: rss}, fit("rss_bytes", 1<<20), brokerSeries(t, brokerRSS)}},
-		{title: "Server goroutines", xLabel: xLabel, yLabel: "goroutines",
-			series: []series{{name: "goroutines", x: t, y: gor}, fit("goroutines", 1)}},
-		{title: "Backlog: bytes queued on all connections, Kafka lag", xLabel: xLabel, yLabel: "KiB / records",
-			series: []series{{name: "queued KiB", x: t, y: queued}, {name: "lag (records)", x: t, y: lag}}},
-		{title: "End-to-end latency per sample interval", xLabel: xLabel, yLabel: "ms", logY: true,
-			series: []series{{name: "p50", x: tRate, y: p50}, {name: "p99", x: tRate, y: p99}}},
-		{title: "Deliveries to all clients", xLabel: xLabel, yLabel: "messages / s",
-			series: []series{{name: "deliveries/s", x: tRate, y: deliv}}},
+	panels := []svg.LineChart{
+		{Title: "Memory — " + title, XLabel: xLabel, YLabel: "MiB",
+			Series: []svg.Series{{Name: "marketd RSS", X: t, Y: rss}, fit("rss_bytes", 1<<20), brokerSeries(t, brokerRSS)}},
+		{Title: "Server goroutines", XLabel: xLabel, YLabel: "goroutines",
+			Series: []svg.Series{{Name: "goroutines", X: t, Y: gor}, fit("goroutines", 1)}},
+		{Title: "Backlog: bytes queued on all connections, Kafka lag", XLabel: xLabel, YLabel: "KiB / records",
+			Series: []svg.Series{{Name: "queued KiB", X: t, Y: queued}, {Name: "lag (records)", X: t, Y: lag}}},
+		{Title: "End-to-end latency per sample interval", XLabel: xLabel, YLabel: "ms", LogY: true,
+			Series: []svg.Series{{Name: "p50", X: tRate, Y: p50}, {Name: "p99", X: tRate, Y: p99}}},
+		{Title: "Deliveries to all clients", XLabel: xLabel, YLabel: "messages / s",
+			Series: []svg.Series{{Name: "deliveries/s", X: tRate, Y: deliv}}},
 	}
-	tmp, err := os.MkdirTemp("", "soak-plot-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">`+"\n",
-		chartW, chartH*len(panels), chartW, chartH*len(panels))
+		svg.Width, svg.Height*len(panels), svg.Width, svg.Height*len(panels))
 	for i, c := range panels {
-		c.series = nonEmpty(c.series)
-		p := filepath.Join(tmp, fmt.Sprintf("panel%d.svg", i))
-		if err := writeLineChart(p, c); err != nil {
-			return fmt.Errorf("plot: %w", err)
-		}
-		svg, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
+		c.Series = nonEmpty(c.Series)
 		// Place the panel: a nested <svg> takes x and y attributes.
-		b.WriteString(strings.Replace(string(svg), "<svg ", fmt.Sprintf(`<svg x="0" y="%d" `, i*chartH), 1))
+		b.WriteString(strings.Replace(string(c.Render()), "<svg ", fmt.Sprintf(`<svg x="0" y="%d" `, i*svg.Height), 1))
 	}
 	b.WriteString("</svg>\n")
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // brokerSeries is the broker's RSS, if it was sampled.
-func brokerSeries(t, rss []float64) series {
+func brokerSeries(t, rss []float64) svg.Series {
 	for _, v := range rss {
 		if v > 0 {
-			return series{name: "broker RSS", x: t, y: rss}
+			return svg.Series{Name: "broker RSS", X: t, Y: rss}
 		}
 	}
-	return series{}
+	return svg.Series{}
 }
 
 // nonEmpty drops the series without points.
-func nonEmpty(ss []series) []series {
-	var out []series
+func nonEmpty(ss []svg.Series) []svg.Series {
+	var out []svg.Series
 	for _, s := range ss {
-		if len(s.x) > 0 {
+		if len(s.X) > 0 {
 			out = append(out, s)
 		}
 	}

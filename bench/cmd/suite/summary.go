@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/marketd/marketd/bench"
+	"github.com/marketd/marketd/bench/svg"
 )
 
 // summary is everything one suite run measured (bench/results/summary.json).
@@ -362,85 +364,84 @@ func num(v float64) string {
 func (s *suite) plots(sum *summary) error {
 	nan := math.NaN()
 	// 1. Deliveries/s vs subscribers.
-	var c lineChart
-	c = lineChart{title: "Deliveries per second vs subscribers (one server core)", xLabel: "subscribers of one symbol's book deltas",
-		yLabel: "messages delivered per second", logX: true, logY: true}
+	c := svg.LineChart{Title: "Deliveries per second vs subscribers (one server core)", XLabel: "subscribers of one symbol's book deltas",
+		YLabel: "messages delivered per second", LogX: true, LogY: true}
 	for _, t := range []string{"marketd", "peer"} {
-		sr := series{name: t + " delivered"}
-		cp := series{name: t + " per core-s"}
+		sr := svg.Series{Name: t + " delivered"}
+		cp := svg.Series{Name: t + " per core-s"}
 		for _, pt := range []struct {
 			name  string
 			conns int
 		}{{"sat-100", 100}, {"sat-1k", 1000}, {"sat-10k", 10000}} {
 			if r := sum.get(pt.name, t); r != nil {
-				sr.x, sr.y = append(sr.x, float64(pt.conns)), append(sr.y, r.DeliveriesPerSec)
+				sr.X, sr.Y = append(sr.X, float64(pt.conns)), append(sr.Y, r.DeliveriesPerSec)
 				if v := capacity(r); !math.IsNaN(v) {
-					cp.x, cp.y = append(cp.x, float64(pt.conns)), append(cp.y, v)
+					cp.X, cp.Y = append(cp.X, float64(pt.conns)), append(cp.Y, v)
 				}
 			}
 		}
-		c.series = append(c.series, sr, cp)
+		c.Series = append(c.Series, sr, cp)
 	}
 	for _, batch := range []int{1, ceilingBatch} {
-		sr := series{name: fmt.Sprintf("ceiling, %d msg/write", batch), dashed: true}
+		sr := svg.Series{Name: fmt.Sprintf("ceiling, %d msg/write", batch), Dashed: true}
 		for _, conns := range ceilingConns {
 			if r := sum.ceiling(conns, batch); r != nil {
-				sr.x, sr.y = append(sr.x, float64(conns)), append(sr.y, r.MsgsPerSec)
+				sr.X, sr.Y = append(sr.X, float64(conns)), append(sr.Y, r.MsgsPerSec)
 			}
 		}
-		c.series = append(c.series, sr)
+		c.Series = append(c.Series, sr)
 	}
-	if err := writeLineChart(filepath.Join(s.img, "deliveries-vs-subscribers.svg"), c); err != nil {
+	if err := os.WriteFile(filepath.Join(s.img, "deliveries-vs-subscribers.svg"), c.Render(), 0o644); err != nil {
 		return err
 	}
 
 	// 2. Latency percentiles vs load.
-	c = lineChart{title: "End-to-end latency vs load (1,000 subscribers)", xLabel: "deliveries per second",
-		yLabel: "latency, ms (producer send → client receive)", logX: true, logY: true}
+	c = svg.LineChart{Title: "End-to-end latency vs load (1,000 subscribers)", XLabel: "deliveries per second",
+		YLabel: "latency, ms (producer send → client receive)", LogX: true, LogY: true}
 	for _, t := range []string{"marketd", "peer"} {
 		for _, q := range []string{"p50", "p99", "p99.9"} {
-			sr := series{name: t + " " + q, dashed: t == "peer"}
+			sr := svg.Series{Name: t + " " + q, Dashed: t == "peer"}
 			for _, sc := range []string{"lat-1k-30", "lat-1k-100", "lat-1k-300", "sat-1k"} {
 				r := sum.get(sc, t)
 				if r == nil || r.Latency.Count == 0 {
 					continue
 				}
 				v := map[string]int64{"p50": r.Latency.P50, "p99": r.Latency.P99, "p99.9": r.Latency.P999}[q]
-				sr.x, sr.y = append(sr.x, r.DeliveriesPerSec), append(sr.y, math.Max(float64(v)/1000, 0.01))
+				sr.X, sr.Y = append(sr.X, r.DeliveriesPerSec), append(sr.Y, math.Max(float64(v)/1000, 0.01))
 			}
-			c.series = append(c.series, sr)
+			c.Series = append(c.Series, sr)
 		}
 	}
-	if err := writeLineChart(filepath.Join(s.img, "latency-vs-load.svg"), c); err != nil {
+	if err := os.WriteFile(filepath.Join(s.img, "latency-vs-load.svg"), c.Render(), 0o644); err != nil {
 		return err
 	}
 
 	// 3. Bytes per message, with and without compression.
-	bc := barChart{title: "Bytes per book-delta message (1,000 subscribers)", yLabel: "bytes per message",
-		names: []string{"payload (JSON)", "on the wire (TCP)"}}
-	bc.values = [][]float64{make([]float64, len(wireRows)), make([]float64, len(wireRows))}
+	bc := svg.BarChart{Title: "Bytes per book-delta message (1,000 subscribers)", YLabel: "bytes per message",
+		Names: []string{"payload (JSON)", "on the wire (TCP)"}}
+	bc.Values = [][]float64{make([]float64, len(wireRows)), make([]float64, len(wireRows))}
 	for i, k := range wireRows {
-		bc.categories = append(bc.categories, k.label)
-		bc.values[0][i], bc.values[1][i] = nan, nan
+		bc.Categories = append(bc.Categories, k.label)
+		bc.Values[0][i], bc.Values[1][i] = nan, nan
 		if r := sum.get(k.scenario, k.target); r != nil {
-			bc.values[0][i], bc.values[1][i] = r.PayloadPerMsg, r.WirePerMsg
+			bc.Values[0][i], bc.Values[1][i] = r.PayloadPerMsg, r.WirePerMsg
 		}
 	}
-	if err := writeBarChart(filepath.Join(s.img, "bytes-per-message.svg"), bc); err != nil {
+	if err := os.WriteFile(filepath.Join(s.img, "bytes-per-message.svg"), bc.Render(), 0o644); err != nil {
 		return err
 	}
 
 	// 4. Memory per connection.
-	bc = barChart{title: "Server memory per connection (RSS growth / clients)", yLabel: "KB per connection",
-		categories: []string{"10k idle", "10k tickers", "10k book subscribers"}, names: []string{"marketd", "peer"}}
-	bc.values = [][]float64{make([]float64, 3), make([]float64, 3)}
+	bc = svg.BarChart{Title: "Server memory per connection (RSS growth / clients)", YLabel: "KB per connection",
+		Categories: []string{"10k idle", "10k tickers", "10k book subscribers"}, Names: []string{"marketd", "peer"}}
+	bc.Values = [][]float64{make([]float64, 3), make([]float64, 3)}
 	for ti, t := range []string{"marketd", "peer"} {
 		for ci, sc := range []string{"idle-10k", "ticker-10k", "sat-10k"} {
-			bc.values[ti][ci] = nan
+			bc.Values[ti][ci] = nan
 			if r := sum.get(sc, t); r != nil && r.Server != nil {
-				bc.values[ti][ci] = r.Server.RSSPerConn / 1024
+				bc.Values[ti][ci] = r.Server.RSSPerConn / 1024
 			}
 		}
 	}
-	return writeBarChart(filepath.Join(s.img, "memory-per-connection.svg"), bc)
+	return os.WriteFile(filepath.Join(s.img, "memory-per-connection.svg"), bc.Render(), 0o644)
 }

@@ -1,1 +1,0 @@
-../suite/svg.go
