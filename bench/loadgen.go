@@ -260,24 +260,9 @@ type LoadStats struct {
 	CPUShare float64 `json:"cpu_share"`
 }
 
-// Run connects the clients, produces the load and measures one window. It
-// returns an error when the run could not be set up (no broker, no server);
-// trouble during the run (closed clients, gaps) is in the Result.
-func Run(ctx context.Context, cfg Config) (*Result, error) {
-	if cfg.URL == "" || len(cfg.Brokers) == 0 {
-		return nil, errors.New("load: URL and brokers are required")
-	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("load: parse URL: %w", err)
-	}
-	if !cfg.AllowRemote {
-		for _, hp := range append([]string{u.Host}, cfg.Brokers...) {
-			if err := checkLoopback(hp); err != nil {
-				return nil, fmt.Errorf("load: %w", err)
-			}
-		}
-	}
+// withDefaults fills the zero fields of a load run's configuration, for Run
+// and Soak. Topic and Seed take their defaults in the producer.
+func (cfg Config) withDefaults() Config {
 	if cfg.Clients <= 0 {
 		cfg.Clients = 1
 	}
@@ -302,6 +287,28 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
+	return cfg
+}
+
+// Run connects the clients, produces the load and measures one window. It
+// returns an error when the run could not be set up (no broker, no server);
+// trouble during the run (closed clients, gaps) is in the Result.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.URL == "" || len(cfg.Brokers) == 0 {
+		return nil, errors.New("load: URL and brokers are required")
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("load: parse URL: %w", err)
+	}
+	if !cfg.AllowRemote {
+		for _, hp := range append([]string{u.Host}, cfg.Brokers...) {
+			if err := checkLoopback(hp); err != nil {
+				return nil, fmt.Errorf("load: %w", err)
+			}
+		}
+	}
+	cfg = cfg.withDefaults()
 	mix, err := ParseMix(cfg.Mix)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)

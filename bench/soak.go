@@ -416,32 +416,13 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	return res, nil
 }
 
-// withDefaults fills the zero fields of a soak's configuration.
+// withDefaults fills the zero fields of a soak's configuration: the load's
+// as for Run, except that a soak lasts DefaultSoakDuration.
 func (cfg SoakConfig) withDefaults() SoakConfig {
-	if cfg.Clients <= 0 {
-		cfg.Clients = 1
-	}
-	if cfg.Mix == "" {
-		cfg.Mix = "book:@1:10"
-	}
-	if cfg.Symbols <= 0 {
-		cfg.Symbols = DefaultSymbols
-	}
 	if cfg.Duration <= 0 {
 		cfg.Duration = DefaultSoakDuration
 	}
-	if cfg.Warmup <= 0 {
-		cfg.Warmup = DefaultWarmup
-	}
-	if cfg.DialConcurrency <= 0 {
-		cfg.DialConcurrency = DefaultDialConcurrency
-	}
-	if cfg.ReadyTimeout <= 0 {
-		cfg.ReadyTimeout = DefaultReadyTimeout
-	}
-	if cfg.Log == nil {
-		cfg.Log = io.Discard
-	}
+	cfg.Config = cfg.Config.withDefaults()
 	if cfg.Sample <= 0 {
 		cfg.Sample = min(DefaultSoakSample, max(minSoakSample, cfg.Duration/minSoakSamples))
 	}

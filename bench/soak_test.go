@@ -120,6 +120,28 @@ func TestSoakJudge(t *testing.T) {
 	}
 }
 
+// TestSoakDefaults checks that a soak's zero configuration takes the load
+// generator's defaults except its length, and samples a long soak every
+// DefaultSoakSample and a short one at least minSoakSamples times.
+func TestSoakDefaults(t *testing.T) {
+	got := SoakConfig{}.withDefaults()
+	want := Config{Duration: DefaultSoakDuration}.withDefaults()
+	if got.Duration != DefaultSoakDuration || got.Clients != want.Clients || got.Mix != want.Mix || got.Symbols != want.Symbols ||
+		got.Warmup != want.Warmup || got.DialConcurrency != want.DialConcurrency || got.ReadyTimeout != want.ReadyTimeout || got.Log != want.Log {
+		t.Errorf("soak defaults %+v, want the load's %+v with Duration %v", got.Config, want, DefaultSoakDuration)
+	}
+	if want.Clients != 1 || want.Mix == "" || want.Warmup != DefaultWarmup || (Config{}).withDefaults().Duration != DefaultDuration {
+		t.Errorf("load defaults %+v", (Config{}).withDefaults())
+	}
+	if got.Sample != DefaultSoakSample || got.Limits != DefaultSoakLimits {
+		t.Errorf("soak sample %v, limits %+v: want %v, %+v", got.Sample, got.Limits, DefaultSoakSample, DefaultSoakLimits)
+	}
+	short := SoakConfig{Config: Config{Duration: 20 * time.Second, Clients: 7}}.withDefaults()
+	if short.Duration != 20*time.Second || short.Clients != 7 || short.Sample != time.Second {
+		t.Errorf("20 s soak of 7 clients: duration %v, clients %d, sample %v; want 20s, 7, 1s", short.Duration, short.Clients, short.Sample)
+	}
+}
+
 // TestSoakShort runs a short soak against marketd in-process (ingest and
 // WebSocket server on an embedded broker, as TestSmoke) and checks that it
 // completes, samples every series, passes, and writes its CSV.
