@@ -53,9 +53,42 @@ type chainClient struct {
 	done      chan struct{}
 }
 
+// wireBook is a book as a client keeps it from the wire: the levels by
+// price text and the seq of the last message applied.
 type wireBook struct {
 	seq        uint64
 	bids, asks map[string]string // price text → size text
+	updates    int               // updates applied by apply
+}
+
+func newWireBook() *wireBook {
+	return &wireBook{bids: map[string]string{}, asks: map[string]string{}}
+}
+
+// apply applies a book message as a careful client does: a snapshot
+// replaces the levels, an update must chain to the message before it
+// (prev_seq), and either must leave the book with the checksum it carries.
+// Other messages are ignored.
+func (b *wireBook) apply(m wireMsg) error {
+	switch m.Type {
+	case "snapshot":
+		clear(b.bids)
+		clear(b.asks)
+	case "update":
+		if m.PrevSeq == nil || *m.PrevSeq != b.seq {
+			return fmt.Errorf("%s: update %d has prev_seq %v, the last message was %d: a gap", m.Symbol, m.Seq, m.PrevSeq, b.seq)
+		}
+		b.updates++
+	default:
+		return nil
+	}
+	setLevels(b.bids, m.Bids)
+	setLevels(b.asks, m.Asks)
+	b.seq = m.Seq
+	if sum := b.checksum(); sum != m.Checksum {
+		return fmt.Errorf("%s: %s %d has checksum %d, the book the client holds %d", m.Symbol, m.Type, m.Seq, m.Checksum, sum)
+	}
+	return nil
 }
 
 func dialChain(ctx context.Context, t *testing.T, wsURL string, symbols []string) *chainClient {
@@ -156,6 +189,8 @@ func (c *chainClient) state(symbol string) (st bookState, ok bool, err error) {
 	return st, true, c.err
 }
 
+// setLevels sets the levels of one side: size text by price text, a zero
+// size removing the level.
 func setLevels(side map[string]string, levels [][2]string) {
 	for _, l := range levels {
 		if n, err := book.ParseNum(l[1]); err == nil && n == 0 {

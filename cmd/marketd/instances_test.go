@@ -2,17 +2,13 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,80 +61,9 @@ type wireMsg struct {
 	Code     string            `json:"code"`
 }
 
-// clientBook is a book stream as a careful client keeps it: it applies
-// snapshots and updates, and checks that each update chains to the message
-// before it (prev_seq) and leaves the book with the checksum it carries.
-type clientBook struct {
-	symbol  string
-	levels  map[book.Side]map[string]string // price → size, by wire text
-	seq     uint64                          // the seq of the last message
-	updates int
-}
-
-func newClientBook(symbol string) *clientBook {
-	return &clientBook{symbol: symbol, levels: map[book.Side]map[string]string{book.Buy: {}, book.Sell: {}}}
-}
-
-func (cb *clientBook) apply(m wireMsg) error {
-	switch m.Type {
-	case "snapshot":
-		cb.levels = map[book.Side]map[string]string{book.Buy: {}, book.Sell: {}}
-	case "update":
-		if m.PrevSeq == nil || *m.PrevSeq != cb.seq {
-			return fmt.Errorf("%s: update %d has prev_seq %v, the last message was %d: a gap", cb.symbol, m.Seq, m.PrevSeq, cb.seq)
-		}
-		cb.updates++
-	default:
-		return nil
-	}
-	for side, lv := range map[book.Side][][2]string{book.Buy: m.Bids, book.Sell: m.Asks} {
-		for _, l := range lv {
-			if l[1] == "0" {
-				delete(cb.levels[side], l[0])
-			} else {
-				cb.levels[side][l[0]] = l[1]
-			}
-		}
-	}
-	cb.seq = m.Seq
-	if sum := cb.checksum(); sum != m.Checksum {
-		return fmt.Errorf("%s: %s %d has checksum %d, the book the client holds %d", cb.symbol, m.Type, m.Seq, m.Checksum, sum)
-	}
-	return nil
-}
-
-// sorted returns a side's prices best first.
-func (cb *clientBook) sorted(side book.Side) []string {
-	ps := slices.Collect(maps.Keys(cb.levels[side]))
-	slices.SortFunc(ps, func(a, b string) int {
-		pa, _ := book.ParseNum(a)
-		pb, _ := book.ParseNum(b)
-		if side == book.Buy {
-			return cmp.Compare(pb, pa)
-		}
-		return cmp.Compare(pa, pb)
-	})
-	return ps
-}
-
-// checksum is protocol.md §3's, over the levels the client holds.
-func (cb *clientBook) checksum() uint32 {
-	bids, asks := cb.sorted(book.Buy), cb.sorted(book.Sell)
-	var sb strings.Builder
-	for i := range 10 {
-		if i < len(bids) {
-			fmt.Fprintf(&sb, "%s:%s:", bids[i], cb.levels[book.Buy][bids[i]])
-		}
-		if i < len(asks) {
-			fmt.Fprintf(&sb, "%s:%s:", asks[i], cb.levels[book.Sell][asks[i]])
-		}
-	}
-	return crc32.ChecksumIEEE([]byte(strings.TrimSuffix(sb.String(), ":")))
-}
-
 // follow reads ws, applying every book message to the client's books (by
 // symbol), until stop says so or the connection ends; it returns the acks.
-func follow(t *testing.T, ws *testWS, books map[string]*clientBook, stop func(m wireMsg) bool) (acks []wireMsg, ended bool) {
+func follow(t *testing.T, ws *testWS, books map[string]*wireBook, stop func(m wireMsg) bool) (acks []wireMsg, ended bool) {
 	t.Helper()
 	for {
 		var raw []byte
@@ -225,7 +150,7 @@ func TestInstances(t *testing.T) {
 
 	// The client subscribes to A: BTC-USD at depth 10, ETH-USD at depth 25
 	// (which nobody on B follows), while the market moves.
-	books := map[string]*clientBook{"BTC-USD": newClientBook("BTC-USD"), "ETH-USD": newClientBook("ETH-USD")}
+	books := map[string]*wireBook{"BTC-USD": newWireBook(), "ETH-USD": newWireBook()}
 	ws := dialTestWS(t, a.URL("/v1/ws"))
 	ws.send(`{"op":"subscribe","id":1,"channel":"book","symbols":["BTC-USD"],"depth":10}`)
 	ws.send(`{"op":"subscribe","id":2,"channel":"book","symbols":["ETH-USD"],"depth":25}`)
@@ -288,14 +213,14 @@ func TestInstances(t *testing.T) {
 		if err := b.ingester.Do(t.Context(), s, func(bk *book.Book) { snap = bk.Snapshot(depth) }); err != nil {
 			t.Fatal(err)
 		}
-		cb := books[s]
+		held := map[book.Side]map[string]string{book.Buy: books[s].bids, book.Sell: books[s].asks}
 		for side, lv := range map[book.Side][]book.Level{book.Buy: snap.Bids, book.Sell: snap.Asks} {
-			if len(lv) != len(cb.levels[side]) {
-				t.Fatalf("%s: the client holds %d %s levels, B %d", s, len(cb.levels[side]), side, len(lv))
+			if len(lv) != len(held[side]) {
+				t.Fatalf("%s: the client holds %d %s levels, B %d", s, len(held[side]), side, len(lv))
 			}
 			for _, l := range lv {
-				if cb.levels[side][l.Price.String()] != l.Size.String() {
-					t.Errorf("%s: level %s is %q at the client, %s at B", s, l.Price, cb.levels[side][l.Price.String()], l.Size)
+				if held[side][l.Price.String()] != l.Size.String() {
+					t.Errorf("%s: level %s is %q at the client, %s at B", s, l.Price, held[side][l.Price.String()], l.Size)
 				}
 			}
 		}

@@ -99,7 +99,7 @@ func TestWSReplayRange(t *testing.T) {
 			}
 		}
 	}
-	cb := newClientBook("BTC-USD")
+	cb := newWireBook()
 	for _, line := range got["book"] {
 		var m wireMsg
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
@@ -135,7 +135,7 @@ func TestWSReplayToLive(t *testing.T) {
 	ws := dialTestWS(t, svc.URL("/v1/ws"))
 	ws.send(fmt.Sprintf(`{"op":"replay","id":1,"channel":"book","symbols":["BTC-USD"],"depth":10,"from":%d,"to":"live"}`, from.UnixMicro()))
 	ws.send(fmt.Sprintf(`{"op":"replay","id":2,"channel":"trades","symbols":["BTC-USD"],"from":%d,"to":"live"}`, from.UnixMicro()))
-	cb := newClientBook("BTC-USD")
+	cb := newWireBook()
 	live := map[int]bool{}
 	var tradeSeq uint64
 	trades, liveBook, liveTrades := 0, 0, 0
@@ -256,7 +256,7 @@ func TestWSReplayCapAndSlowClient(t *testing.T) {
 
 	ws := dialTestWS(t, svc.URL("/v1/ws"))
 	ws.send(`{"op":"subscribe","id":1,"channel":"book","symbols":["ETH-USD"],"depth":10}`)
-	cb := newClientBook("ETH-USD")
+	cb := newWireBook()
 	apply := func(raws [][]byte) {
 		for _, raw := range raws {
 			var m wireMsg
