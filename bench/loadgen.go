@@ -260,6 +260,26 @@ type LoadStats struct {
 	CPUShare float64 `json:"cpu_share"`
 }
 
+// validate checks what Run and Soak need of a load's configuration: a URL
+// and brokers, on loopback hosts unless AllowRemote.
+func (cfg Config) validate() error {
+	if cfg.URL == "" || len(cfg.Brokers) == 0 {
+		return errors.New("URL and brokers are required")
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return fmt.Errorf("parse URL: %w", err)
+	}
+	if !cfg.AllowRemote {
+		for _, hp := range append([]string{u.Host}, cfg.Brokers...) {
+			if err := checkLoopback(hp); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // withDefaults fills the zero fields of a load run's configuration, for Run
 // and Soak. Topic and Seed take their defaults in the producer.
 func (cfg Config) withDefaults() Config {
@@ -294,19 +314,8 @@ func (cfg Config) withDefaults() Config {
 // returns an error when the run could not be set up (no broker, no server);
 // trouble during the run (closed clients, gaps) is in the Result.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
-	if cfg.URL == "" || len(cfg.Brokers) == 0 {
-		return nil, errors.New("load: URL and brokers are required")
-	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("load: parse URL: %w", err)
-	}
-	if !cfg.AllowRemote {
-		for _, hp := range append([]string{u.Host}, cfg.Brokers...) {
-			if err := checkLoopback(hp); err != nil {
-				return nil, fmt.Errorf("load: %w", err)
-			}
-		}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
 	}
 	cfg = cfg.withDefaults()
 	mix, err := ParseMix(cfg.Mix)

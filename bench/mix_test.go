@@ -50,4 +50,8 @@ func TestLoopbackOnly(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not a loopback address") {
 		t.Errorf("Run to a remote host: %v", err)
 	}
+	soak := SoakConfig{Config: Config{URL: "ws://127.0.0.1:8080/v1/ws", Brokers: []string{"192.0.2.1:9092"}, ServerPID: 1, MetricsURL: "http://127.0.0.1:8080/metrics"}}
+	if _, err := Soak(t.Context(), soak); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Errorf("Soak with a remote broker: %v", err)
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"math"
-	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -280,19 +279,11 @@ func (r *SoakResult) OK() bool { return len(r.Failures) == 0 }
 // nothing is delivered. It returns an error only when the soak could not
 // be set up or the target could not be sampled at all.
 func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
-	if cfg.URL == "" || len(cfg.Brokers) == 0 || cfg.ServerPID == 0 || cfg.MetricsURL == "" {
-		return nil, errors.New("soak: URL, brokers, server PID and metrics URL are required")
+	if cfg.ServerPID == 0 || cfg.MetricsURL == "" {
+		return nil, errors.New("soak: server PID and metrics URL are required")
 	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("soak: parse URL: %w", err)
-	}
-	if !cfg.AllowRemote {
-		for _, hp := range append([]string{u.Host}, cfg.Brokers...) {
-			if err := checkLoopback(hp); err != nil {
-				return nil, fmt.Errorf("soak: %w", err)
-			}
-		}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("soak: %w", err)
 	}
 	cfg = cfg.withDefaults()
 	mix, err := ParseMix(cfg.Mix)
