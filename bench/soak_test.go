@@ -184,7 +184,10 @@ func TestSoakShort(t *testing.T) {
 		}
 		t.Errorf("soak failed: %v\n%s", res.Failures, log.String())
 	}
-	if n := len(res.Samples); n < minSoakSamples-1 || n > minSoakSamples+1 {
+	// A sample takes a tick; on a loaded machine a slow sample (the
+	// metrics scrape, /proc) makes the ticker drop ticks, so fewer is fine
+	// down to half: at the default 5 s sample there would be 4.
+	if n := len(res.Samples); n < minSoakSamples/2 || n > minSoakSamples+1 {
 		t.Errorf("%d samples in %v, want about %d", n, duration, minSoakSamples)
 	}
 	last := res.Samples[len(res.Samples)-1]
