@@ -32,6 +32,9 @@ const (
 	// brokerCompactInterval is how often the embedded broker compacts the
 	// checkpoint topics (kfake's log.cleaner.backoff.ms).
 	brokerCompactInterval = time.Minute
+	// Bounds of the segment size of topics with retention.
+	minSegmentBytes = 1 << 20
+	maxSegmentBytes = 100 << 20
 )
 
 // BrokerConfig configures StartBroker. The zero value is the default run:
@@ -51,6 +54,13 @@ type BrokerConfig struct {
 	// next start, so that a restarted broker serves the same records at the
 	// same offsets. Empty keeps everything in memory, lost on Close.
 	DataDir string
+	// Retention, when positive, is how many bytes of records the broker
+	// keeps per partition of the input and dead-letter topics (Kafka's
+	// retention.bytes): past it the oldest batches are dropped, checked
+	// every minute, by whole segments of an eighth of it (at least 1 MiB).
+	// 0 keeps everything, which in memory grows without bound. The
+	// checkpoint topics are compacted instead.
+	Retention int64
 	// Logger receives the broker's warnings and errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -78,6 +88,9 @@ func StartBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	}
 	if cfg.Partitions < 0 {
 		return nil, fmt.Errorf("start broker: partitions %d < 0", cfg.Partitions)
+	}
+	if cfg.Retention < 0 {
+		return nil, fmt.Errorf("start broker: retention %d < 0", cfg.Retention)
 	}
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
@@ -107,10 +120,20 @@ func StartBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	// that the listener answers. A reloaded DataDir already has them. The
 	// checkpoint topic is compacted (the latest checkpoint of each book is
 	// what matters) and takes records as large as a book.
+	var retention []kafka.ConfigEntry
+	if cfg.Retention > 0 {
+		// The broker frees whole segments only (memory or disk): segments
+		// an eighth of the retention keep it within an eighth of the bound.
+		segment := min(max(cfg.Retention/8, minSegmentBytes), maxSegmentBytes)
+		retention = []kafka.ConfigEntry{
+			{ConfigName: "retention.bytes", ConfigValue: strconv.FormatInt(cfg.Retention, 10)},
+			{ConfigName: "segment.bytes", ConfigValue: strconv.FormatInt(segment, 10)},
+		}
+	}
 	var topics []kafka.TopicConfig
 	for _, t := range cfg.Topics {
 		for _, name := range []string{t, t + DLQSuffix} {
-			topics = append(topics, kafka.TopicConfig{Topic: name, NumPartitions: cfg.Partitions, ReplicationFactor: 1})
+			topics = append(topics, kafka.TopicConfig{Topic: name, NumPartitions: cfg.Partitions, ReplicationFactor: 1, ConfigEntries: retention})
 		}
 		topics = append(topics, kafka.TopicConfig{Topic: t + CheckpointSuffix, NumPartitions: cfg.Partitions, ReplicationFactor: 1,
 			ConfigEntries: []kafka.ConfigEntry{

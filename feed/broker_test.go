@@ -300,3 +300,36 @@ func TestKcatProduces(t *testing.T) {
 	}
 	checkBooks(t, in, model(t, readAll(t, br.Addr(), "kcat")))
 }
+
+// TestBrokerRetention fills a partition of the input topic well past
+// BrokerConfig.Retention: once the broker applies retention (every minute;
+// here at once) the oldest records are gone and about Retention bytes are
+// left.
+func TestBrokerRetention(t *testing.T) {
+	const retention = 64 << 10
+	br := startBroker(t, BrokerConfig{Topics: []string{"r"}, Partitions: 1, Retention: retention})
+	value := []byte(strings.Repeat("x", 1000))
+	var msgs []kafka.Message
+	for range 50 {
+		msgs = append(msgs, kafka.Message{Key: []byte("k"), Value: value})
+	}
+	for range 10 { // 10 batches of 50 KB
+		produce(t, br.Addr(), "r", compress.None, true, msgs...)
+	}
+	br.cluster.ApplyRetention()
+	conn, err := kafka.DialLeader(t.Context(), "tcp", br.Addr(), "r", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	first, last, err := conn.ReadOffsets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last != 500 || first == 0 {
+		t.Fatalf("offsets %d to %d after retention, want the oldest dropped of 500", first, last)
+	}
+	if kept := (last - first) * int64(len(value)); kept > 2*retention || kept < retention/2 {
+		t.Errorf("%d records (%d bytes of values) kept, want about %d bytes", last-first, kept, retention)
+	}
+}

@@ -28,6 +28,7 @@ const (
 	defaultCkptRecords  = 500_000
 	defaultHandshake    = 10 * time.Second
 	defaultConnBurst    = 10
+	defaultRetentionMiB = 64
 	envPrefix           = "MARKETD_"
 )
 
@@ -41,7 +42,8 @@ type config struct {
 	Partitions   []int // partitions this instance reads; nil = all
 	NumParts     int   // partitions of the embedded broker's topics
 	EmbeddedDir  string
-	DLQ          bool // copy bad records to DLQTopic
+	RetentionMiB int64 // per partition of the embedded broker's input and DLQ topics; 0 = all
+	DLQ          bool  // copy bad records to DLQTopic
 
 	CheckpointTopic    string
 	CheckpointInterval time.Duration // 0 = no checkpoints
@@ -100,6 +102,7 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	fs.StringVar(&c.Listen, "listen", defaultListen, "HTTP and WebSocket `address`")
 	fs.StringVar(&brokers, "brokers", "", "Kafka bootstrap `brokers`, comma-separated; empty starts the embedded broker")
 	fs.StringVar(&c.EmbeddedAddr, "embedded-addr", defaultEmbeddedAddr, "`address` the embedded Kafka broker listens on")
+	fs.Int64Var(&c.RetentionMiB, "embedded-retention-mib", defaultRetentionMiB, "`MiB` of records the embedded broker keeps per partition of the input and dead-letter topics, the oldest dropped past it (0 = keep everything)")
 	fs.StringVar(&c.EmbeddedDir, "embedded-dir", "", "`directory` where the embedded broker keeps its log across restarts (empty = memory only)")
 	fs.StringVar(&c.Topic, "topic", defaultTopic, "input `topic`")
 	fs.StringVar(&c.DLQTopic, "dlq-topic", "", "dead-letter `topic` for bad records (default <topic>.dlq)")
@@ -218,6 +221,8 @@ func (c *config) validate() error {
 		return errors.New("-topic must not be empty")
 	case c.NumParts < 1:
 		return errors.New("-embedded-partitions must be at least 1")
+	case c.RetentionMiB < 0 || c.RetentionMiB > 1<<30:
+		return fmt.Errorf("-embedded-retention-mib %d: want 0 (keep everything) to %d", c.RetentionMiB, 1<<30)
 	case c.SimRate < 1:
 		return errors.New("-sim-rate must be at least 1")
 	case c.LogFormat != "json" && c.LogFormat != "text":

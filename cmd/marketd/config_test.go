@@ -21,7 +21,7 @@ func TestParseConfig(t *testing.T) {
 			if c.Listen != ":8080" || c.EmbeddedAddr != "127.0.0.1:9092" || c.Topic != "market.events" ||
 				c.DLQTopic != "market.events.dlq" || !c.Simulate || len(c.Brokers) != 0 ||
 				c.PingInterval != 20*time.Second || c.ReadTimeout != 60*time.Second || c.WriteTimeout != 10*time.Second ||
-				!c.Compression || c.ContextTakeover || c.CompressMin != 64 {
+				!c.Compression || c.ContextTakeover || c.CompressMin != 64 || c.RetentionMiB != 64 {
 				t.Errorf("defaults: %+v", c)
 			}
 		}},
@@ -90,6 +90,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"timeouts", []string{"-read-timeout", "1s", "-ping-interval", "2s"}, nil, "-read-timeout must be longer"},
 		{"queue limits", []string{"-queue-soft", "100", "-queue-hard", "50"}, nil, "-queue-hard must be larger"},
 		{"compress min", []string{"-ws-compress-min", "0"}, nil, "-ws-compress-min 0"},
+		{"retention", []string{"-embedded-retention-mib", "-1"}, nil, "-embedded-retention-mib -1"},
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
 		{"bad env", nil, map[string]string{"MARKETD_SIMULATE": "maybe"}, "MARKETD_SIMULATE"},
 	}

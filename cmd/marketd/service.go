@@ -79,6 +79,7 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 			Topics:     []string{cfg.Topic},
 			Partitions: cfg.NumParts,
 			DataDir:    cfg.EmbeddedDir,
+			Retention:  cfg.RetentionMiB << 20,
 			Logger:     logger.With("component", "broker"),
 		})
 		if err != nil {
