@@ -3,7 +3,6 @@ package stream
 import (
 	"bufio"
 	"bytes"
-	stdflate "compress/flate"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -70,11 +69,7 @@ var deflateSubscribe = []string{
 // ContextTakeover server: the default answer (negotiationCases) when the
 // client asks for server_no_context_takeover or declines, else one without
 // it. Offers of the clients of TestDeflateClients are among them.
-var takeoverNegotiationCases = []struct {
-	name   string
-	offer  []string
-	answer string
-}{
+var takeoverNegotiationCases = []negotiationCase{
 	{"no offer", nil, ""},
 	{"plain (Firefox, coder ContextTakeover, ws clientMaxWindowBits:false)", []string{"permessage-deflate"}, takeoverAnswer},
 	{"client_max_window_bits (Chrome, ws true)", []string{"permessage-deflate; client_max_window_bits"}, takeoverAnswer},
@@ -1027,7 +1022,7 @@ func TestDeflateTakeoverWindow(t *testing.T) {
 			p := f.payload
 			if f.b0&bitRSV1 != 0 {
 				compressed++
-				if p, err = inflateWindow(f.payload, window); err != nil {
+				if p, err = inflateDict(f.payload, window); err != nil {
 					t.Fatalf("frame %d with the window: %v", compressed, err)
 				}
 				window = append(window, p...)
@@ -1063,17 +1058,4 @@ func TestDeflateTakeoverWindow(t *testing.T) {
 	if compressed < 100 || standaloneBad < compressed/2 {
 		t.Errorf("%d compressed frames, %d need the window: want most of at least 100", compressed, standaloneBad)
 	}
-}
-
-// inflateWindow inflates a permessage-deflate payload whose back-references
-// may reach into window, the connection's earlier output.
-func inflateWindow(p, window []byte) ([]byte, error) {
-	fr := stdflate.NewReaderDict(io.MultiReader(bytes.NewReader(p), bytes.NewReader([]byte{0, 0, 0xff, 0xff})), window)
-	defer fr.Close()
-	var out bytes.Buffer
-	_, err := io.Copy(&out, fr)
-	if err == io.ErrUnexpectedEOF {
-		err = nil // the message ends with the sync block, not with a final block
-	}
-	return out.Bytes(), err
 }

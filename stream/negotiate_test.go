@@ -14,13 +14,17 @@ import (
 
 const canonicalAnswer = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
-// negotiationCases are offers (Sec-WebSocket-Extensions request lines) and
-// the exact answer RFC 7692 lets the server give ("" declines).
-var negotiationCases = []struct {
+// negotiationCase is an offer (Sec-WebSocket-Extensions request lines) and
+// the exact answer expected ("" declines).
+type negotiationCase struct {
 	name   string
 	offer  []string
 	answer string
-}{
+}
+
+// negotiationCases are offers (Sec-WebSocket-Extensions request lines) and
+// the exact answer RFC 7692 lets the server give ("" declines).
+var negotiationCases = []negotiationCase{
 	{"no offer", nil, ""},
 	{"plain", []string{"permessage-deflate"}, canonicalAnswer},
 	{"client_max_window_bits without value", []string{"permessage-deflate; client_max_window_bits"}, canonicalAnswer},
