@@ -96,14 +96,7 @@ func TestNegotiateDeflateTakeover(t *testing.T) {
 	ts := startServer(t, Config{ContextTakeover: true}, symLevels)
 	for _, tc := range takeoverNegotiationCases {
 		t.Run(tc.name, func(t *testing.T) {
-			var header []string
-			for _, o := range tc.offer {
-				header = append(header, "Sec-WebSocket-Extensions: "+o)
-			}
-			r := rawDial(t, ts, 0, header...)
-			if got := r.resp.Header.Get("Sec-WebSocket-Extensions"); got != tc.answer {
-				t.Fatalf("answer %q, want %q", got, tc.answer)
-			}
+			dialOffer(t, ts, tc.offer, tc.answer)
 			// The oracle of TestDeflateClients agrees on single offers.
 			if len(tc.offer) == 1 && !strings.Contains(tc.offer[0], ",") && tc.answer != "" {
 				if want := expectedAnswer(tc.offer[0], true); want != tc.answer {

@@ -54,6 +54,21 @@ var negotiationCases = []negotiationCase{
 	{"other extension first", []string{"x-foo; a=1, permessage-deflate; server_max_window_bits=12"}, canonicalAnswer + "; server_max_window_bits=12"},
 }
 
+// dialOffer connects to ts with the extension offer lines and checks that
+// the answer is want.
+func dialOffer(t *testing.T, ts *testServer, offer []string, want string) *rawConn {
+	t.Helper()
+	var header []string
+	for _, o := range offer {
+		header = append(header, "Sec-WebSocket-Extensions: "+o)
+	}
+	r := rawDial(t, ts, 0, header...)
+	if got := r.resp.Header.Get("Sec-WebSocket-Extensions"); got != want {
+		t.Fatalf("offer %q: answer %q, want %q", offer, got, want)
+	}
+	return r
+}
+
 // TestNegotiateDeflate checks the answer to each offer on a real
 // handshake, and that a connection that accepted compression gets valid
 // compressed frames — within the window it asked for.
@@ -66,14 +81,7 @@ func TestNegotiateDeflate(t *testing.T) {
 	ts.sync(t, symLevels)
 	for _, tc := range negotiationCases {
 		t.Run(tc.name, func(t *testing.T) {
-			var header []string
-			for _, o := range tc.offer {
-				header = append(header, "Sec-WebSocket-Extensions: "+o)
-			}
-			r := rawDial(t, ts, 0, header...)
-			if got := r.resp.Header.Get("Sec-WebSocket-Extensions"); got != tc.answer {
-				t.Fatalf("answer %q, want %q", got, tc.answer)
-			}
+			r := dialOffer(t, ts, tc.offer, tc.answer)
 			limit := 1 << 30
 			if i := strings.Index(tc.answer, "server_max_window_bits="); i >= 0 {
 				var bits int

@@ -18,14 +18,7 @@ func TestNegotiateTakeover(t *testing.T) {
 			if want != "" && !strings.Contains(strings.Join(tc.offer, ","), "server_no_context_takeover") {
 				want = strings.Replace(want, "; server_no_context_takeover", "", 1)
 			}
-			var header []string
-			for _, o := range tc.offer {
-				header = append(header, "Sec-WebSocket-Extensions: "+o)
-			}
-			r := rawDial(t, ts, 0, header...)
-			if got := r.resp.Header.Get("Sec-WebSocket-Extensions"); got != want {
-				t.Fatalf("offer %q: answer %q, want %q", tc.offer, got, want)
-			}
+			dialOffer(t, ts, tc.offer, want)
 		})
 	}
 }
