@@ -87,6 +87,7 @@ type group struct {
 	// group is created and then moves with each message of the stream, so
 	// a snapshot of the group's view carries lastSeq: the view is the same
 	// at lastSeq as at the book's seq, and the next update chains from it.
+	// Book groups only: trades chain from book.Update.PrevTradeSeq.
 	lastSeq uint64
 	ring    ring   // book groups: recent updates
 	pending merger // interval groups: changes since the last flush
@@ -187,8 +188,9 @@ func (h *Hub) Publish(u *book.Update) {
 	}
 	if u.Trade != nil {
 		g := &t.trades
-		prev := u.PrevTradeSeq // the book's: it survives restarts, unlike g's
-		g.lastSeq = u.Seq
+		// The trades stream chains from the book's previous trade, which
+		// checkpoints keep across restarts.
+		prev := u.PrevTradeSeq
 		if len(g.members) > 0 {
 			buf := getBuf()
 			*buf = appendTrade((*buf)[:0], t.quoted, u.Seq, prev, u.TS, u.Trade)

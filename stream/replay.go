@@ -591,10 +591,12 @@ func (r *replay) join(b *book.Book, final bool) bool {
 		if e != nil {
 			last = e.tradeSeq
 		}
-		if t.trades.lastSeq != last {
+		// The live stream's next trade chains from the book's last one.
+		if b.LastTradeSeq() != last {
 			if !final && b.Seq() <= r.seqs[sym] {
-				// The live stream counts its trades from another start
-				// (a restart from a checkpoint): reading on changes nothing.
+				// The live book does not know the trade the replay read
+				// (restored from a checkpoint written before books kept
+				// it): reading on changes nothing.
 				final = true
 			}
 			if !final {

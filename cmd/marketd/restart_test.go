@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,6 +47,13 @@ func TestTradeChainAcrossRestart(t *testing.T) {
 	ws := dialTestWS(t, b.URL("/v1/ws"))
 	ws.send(`{"op":"subscribe","id":1,"channel":"trades","symbols":["*"]}`)
 	ws.until("ack", 5*time.Second)
+	// A replay of the trades from the start joins the live stream: the
+	// restored book knows the last trade the replay read, so exactly.
+	rep := dialTestWS(t, b.URL("/v1/ws"))
+	rep.send(`{"op":"replay","id":2,"channel":"trades","symbols":["SOL-USD"],"from":1,"to":"live"}`)
+	if n := rep.until("notice", 10*time.Second); !bytes.Contains(n[len(n)-1], []byte(`"joined":"exact"`)) {
+		t.Errorf("replay of SOL-USD trades joined the live stream with %s", n[len(n)-1])
+	}
 
 	// One trade per level-based symbol (no maker order to find).
 	var msgs []kafka.Message
