@@ -8,6 +8,10 @@ import (
 	"slices"
 )
 
+// errNoExtensionAnswer fails an upgrade whose response (written by gws)
+// has no Sec-WebSocket-Extensions header for the server's own answer.
+var errNoExtensionAnswer = errors.New("handshake response without the permessage-deflate answer")
+
 // errFrameGuard ends a connection whose client sent a frame RFC 6455 forbids
 // and gws would accept (or crash on).
 var errFrameGuard = errors.New("invalid frame header")
@@ -148,12 +152,16 @@ func (g *frameGuard) check() bool {
 func (g *frameGuard) Write(p []byte) (int, error) {
 	if g.c == nil {
 		if g.answer != "" {
-			if q, ok := replaceHeader(p, "Sec-WebSocket-Extensions", g.answer); ok {
-				if _, err := g.Conn.Write(q); err != nil {
-					return 0, err
-				}
-				return len(p), nil
+			// The answer must replace gws's: the connection's frames follow
+			// it (with context takeover, frames gws's answer would forbid).
+			q, ok := replaceHeader(p, "Sec-WebSocket-Extensions", g.answer)
+			if !ok {
+				return 0, errNoExtensionAnswer
 			}
+			if _, err := g.Conn.Write(q); err != nil {
+				return 0, err
+			}
+			return len(p), nil
 		}
 		return g.Conn.Write(p)
 	}

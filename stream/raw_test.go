@@ -231,6 +231,15 @@ func (r *rawConn) readMessages(timeout time.Duration, each func(wireMsg) bool) (
 			if p, err = inflateDict(p, r.window); err != nil {
 				return 0, fmt.Errorf("inflate: %w", err)
 			}
+			if r.window != nil && r.windowMax < 1<<maxWindowBits {
+				// Strictly within the window the client allowed: no
+				// reference reaches further back than windowMax bytes
+				// from the end of the message.
+				keep := max(0, min(len(r.window), r.windowMax-len(p)))
+				if q, err := inflateDict(f.payload, r.window[len(r.window)-keep:]); err != nil || !bytes.Equal(q, p) {
+					return 0, fmt.Errorf("a %d-byte message refers back beyond the %d-byte window", len(p), r.windowMax)
+				}
+			}
 			if r.window != nil {
 				r.window = append(r.window, p...)
 				if n := len(r.window); n > r.windowMax {

@@ -141,17 +141,20 @@ func takeoverFrame(m *message, h *history, limit int, n *atomic.Uint64) []byte {
 		return m.plain // not in the window: h stays
 	}
 	if k, ok := h.key(limit - len(p)); ok {
-		if f := m.contextFrame(h, k, n); f != nil {
-			if len(f) >= len(m.plain) {
-				return m.plain
-			}
-			h.add(m)
-			return f
+		f := m.contextFrame(h, k, n)
+		if f == nil {
+			// Too many contexts: m on its own when that pays. Plain
+			// leaves the context as it was, which stays valid.
+			f = m.statelessFrame(n)
 		}
+		if len(f) >= len(m.plain) {
+			return m.plain
+		}
+		h.add(m)
+		return f
 	}
-	// No context (or too many): compressed on its own, so that the next
-	// message has one. Even when a little larger than plain, it starts the
-	// chain.
+	// No context yet: m compressed on its own starts one for the next
+	// message, even when a little larger than plain.
 	h.add(m)
 	return m.statelessFrame(n)
 }
