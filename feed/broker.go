@@ -120,20 +120,12 @@ func StartBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 	// that the listener answers. A reloaded DataDir already has them. The
 	// checkpoint topic is compacted (the latest checkpoint of each book is
 	// what matters) and takes records as large as a book.
-	var retention []kafka.ConfigEntry
-	if cfg.Retention > 0 {
-		// The broker frees whole segments only (memory or disk): segments
-		// an eighth of the retention keep it within an eighth of the bound.
-		segment := min(max(cfg.Retention/8, minSegmentBytes), maxSegmentBytes)
-		retention = []kafka.ConfigEntry{
-			{ConfigName: "retention.bytes", ConfigValue: strconv.FormatInt(cfg.Retention, 10)},
-			{ConfigName: "segment.bytes", ConfigValue: strconv.FormatInt(segment, 10)},
-		}
-	}
 	var topics []kafka.TopicConfig
+	var retained []kafka.AlterConfigRequestResource // the input and dead-letter topics
 	for _, t := range cfg.Topics {
 		for _, name := range []string{t, t + DLQSuffix} {
-			topics = append(topics, kafka.TopicConfig{Topic: name, NumPartitions: cfg.Partitions, ReplicationFactor: 1, ConfigEntries: retention})
+			topics = append(topics, kafka.TopicConfig{Topic: name, NumPartitions: cfg.Partitions, ReplicationFactor: 1})
+			retained = append(retained, kafka.AlterConfigRequestResource{ResourceType: kafka.ResourceTypeTopic, ResourceName: name, Configs: retentionConfigs(cfg.Retention)})
 		}
 		topics = append(topics, kafka.TopicConfig{Topic: t + CheckpointSuffix, NumPartitions: cfg.Partitions, ReplicationFactor: 1,
 			ConfigEntries: []kafka.ConfigEntry{
@@ -161,8 +153,38 @@ func StartBroker(ctx context.Context, cfg BrokerConfig) (*Broker, error) {
 		cluster.Close()
 		return nil, fmt.Errorf("start broker: create topics: %w", err)
 	}
+	// Retention is set on every start, so that it also reaches (or leaves)
+	// the topics of a reloaded DataDir.
+	aresp, err := client.AlterConfigs(cctx, &kafka.AlterConfigsRequest{Resources: retained})
+	if err == nil {
+		for res, rerr := range aresp.Errors {
+			if rerr != nil {
+				err = fmt.Errorf("topic %s: %w", res.Name, rerr)
+				break
+			}
+		}
+	}
+	if err != nil {
+		cluster.Close()
+		return nil, fmt.Errorf("start broker: set retention: %w", err)
+	}
 	b.stopWatch = context.AfterFunc(ctx, b.shutdown)
 	return b, nil
+}
+
+// retentionConfigs returns the configuration of a topic that keeps
+// retention bytes per partition (none: keep everything). The broker frees
+// whole segments only (in memory or on disk), so segments are an eighth of
+// the retention: the bound is then exceeded by an eighth at most.
+func retentionConfigs(retention int64) []kafka.AlterConfigRequestConfig {
+	if retention <= 0 {
+		return []kafka.AlterConfigRequestConfig{}
+	}
+	segment := min(max(retention/8, minSegmentBytes), maxSegmentBytes)
+	return []kafka.AlterConfigRequestConfig{
+		{Name: "retention.bytes", Value: strconv.FormatInt(retention, 10)},
+		{Name: "segment.bytes", Value: strconv.FormatInt(segment, 10)},
+	}
 }
 
 // Addr returns the address the broker listens on, e.g. "127.0.0.1:9092".

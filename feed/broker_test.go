@@ -333,3 +333,51 @@ func TestBrokerRetention(t *testing.T) {
 		t.Errorf("%d records (%d bytes of values) kept, want about %d bytes", last-first, kept, retention)
 	}
 }
+
+// TestBrokerRetentionReloaded restarts a broker on its DataDir with another
+// retention: the reloaded topics take the new one (and lose it with 0).
+func TestBrokerRetentionReloaded(t *testing.T) {
+	dir := t.TempDir()
+	retention := func(addr string) map[string]string {
+		t.Helper()
+		client := &kafka.Client{Addr: kafka.TCP(addr), Transport: &kafka.Transport{}}
+		resp, err := client.DescribeConfigs(t.Context(), &kafka.DescribeConfigsRequest{Resources: []kafka.DescribeConfigRequestResource{
+			{ResourceType: kafka.ResourceTypeTopic, ResourceName: "keep", ConfigNames: []string{"retention.bytes"}},
+			{ResourceType: kafka.ResourceTypeTopic, ResourceName: "keep" + DLQSuffix, ConfigNames: []string{"retention.bytes"}},
+			{ResourceType: kafka.ResourceTypeTopic, ResourceName: "keep" + CheckpointSuffix, ConfigNames: []string{"cleanup.policy"}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, r := range resp.Resources {
+			for _, e := range r.ConfigEntries {
+				got[r.ResourceName+" "+e.ConfigName] = e.ConfigValue
+			}
+		}
+		return got
+	}
+	want := func(addr, bytes string) {
+		t.Helper()
+		got := retention(addr)
+		for _, k := range []string{"keep retention.bytes", "keep.dlq retention.bytes"} {
+			if got[k] != bytes {
+				t.Errorf("%s = %q, want %q (all: %v)", k, got[k], bytes, got)
+			}
+		}
+		if got["keep.checkpoints cleanup.policy"] != "compact" {
+			t.Errorf("checkpoint topic: %v", got)
+		}
+	}
+	for _, tc := range []struct {
+		retention int64
+		want      string
+	}{{1 << 20, "1048576"}, {8 << 20, "8388608"}, {0, "-1"}} {
+		b, err := StartBroker(t.Context(), BrokerConfig{Addr: "127.0.0.1:0", Topics: []string{"keep"}, Partitions: 1, DataDir: dir, Retention: tc.retention})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want(b.Addr(), tc.want)
+		b.Close()
+	}
+}

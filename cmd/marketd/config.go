@@ -223,6 +223,8 @@ func (c *config) validate() error {
 		return errors.New("-embedded-partitions must be at least 1")
 	case c.RetentionMiB < 0 || c.RetentionMiB > 1<<30:
 		return fmt.Errorf("-embedded-retention-mib %d: want 0 (keep everything) to %d", c.RetentionMiB, 1<<30)
+	case len(c.Brokers) == 0 && c.RetentionMiB > 0 && c.CheckpointInterval == 0:
+		return errors.New("-checkpoint-interval 0 with the embedded broker needs -embedded-retention-mib 0: without checkpoints, books rebuilt from the topic would miss the records retention dropped")
 	case c.SimRate < 1:
 		return errors.New("-sim-rate must be at least 1")
 	case c.LogFormat != "json" && c.LogFormat != "text":

@@ -91,6 +91,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"queue limits", []string{"-queue-soft", "100", "-queue-hard", "50"}, nil, "-queue-hard must be larger"},
 		{"compress min", []string{"-ws-compress-min", "0"}, nil, "-ws-compress-min 0"},
 		{"retention", []string{"-embedded-retention-mib", "-1"}, nil, "-embedded-retention-mib -1"},
+		{"retention without checkpoints", []string{"-checkpoint-interval", "0"}, nil, "needs -embedded-retention-mib 0"},
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
 		{"bad env", nil, map[string]string{"MARKETD_SIMULATE": "maybe"}, "MARKETD_SIMULATE"},
 	}

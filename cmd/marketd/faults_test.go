@@ -378,7 +378,7 @@ func TestProcessKilled(t *testing.T) {
 	httpAddr, brokerAddr := freeAddr(t), freeAddr(t)
 	start := func() (*exec.Cmd, *bytes.Buffer, <-chan error) {
 		return startProcess(t, bin, httpAddr, "-embedded-addr", brokerAddr, "-embedded-dir", dir,
-			"-simulate=false", "-log-format", "text", "-checkpoint-interval", "0")
+			"-simulate=false", "-log-format", "text", "-checkpoint-interval", "0", "-embedded-retention-mib", "0")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
