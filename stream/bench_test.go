@@ -392,3 +392,76 @@ func liveBytes() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc + ms.StackInuse)
 }
+
+// BenchmarkTakeoverMixed publishes book updates of 10 symbols to 1,000
+// context-takeover clients that each follow the depth-10 book of 1 to 3
+// symbols drawn at random, so that the messages just before an update
+// differ between its subscribers: it reports how many compressions a
+// publish takes (the distinct contexts, capped by maxVariants) and the
+// wire bytes of the shared frames against their plain frames.
+func BenchmarkTakeoverMixed(b *testing.B) {
+	const symbols, clients = 10, 1000
+	s, err := NewServer(Config{Books: newTestBooks(b), QueueSoftLimit: 1 << 40, QueueHardLimit: 1 << 41})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := s.Hub()
+	view, _ := book.ViewIndex(10)
+	gen := newEventGen(3)
+	books := make([]*book.Book, symbols)
+	for i := range books {
+		books[i] = book.New(fmt.Sprintf("S%02d-USD", i))
+		for range 300 {
+			ev := gen.next(books[i].Symbol(), true)
+			if err := books[i].Apply(&ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	rnd := newEventGen(4).rng
+	all := make([]*client, clients)
+	for i := range all {
+		c := &client{srv: s, writing: true, done: make(chan struct{}), subs: map[subKey]*member{}, deflateLimit: 1 << 30, takeover: true}
+		for _, k := range rnd.Perm(symbols)[:1+rnd.IntN(3)] {
+			h.joinBook(c, books[k], view, ivRaw, nil)
+		}
+		all[i] = c
+	}
+	var wire, plain int
+	drain := func() {
+		for _, c := range all {
+			c.mu.Lock()
+			for _, it := range c.queue {
+				if it.own == nil {
+					wire, plain = wire+len(it.frame), plain+it.raw
+				}
+			}
+			clear(c.queue)
+			c.queue, c.queued = c.queue[:0], 0
+			c.mu.Unlock()
+		}
+	}
+	drain()
+	wire, plain = 0, 0
+	encodes, compressions := s.stats.encodes.Load(), s.stats.compressions.Load()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		bk := books[rnd.IntN(symbols)]
+		ev := gen.next(bk.Symbol(), true)
+		if err := bk.Apply(&ev); err != nil {
+			b.Fatal(err)
+		}
+		h.Publish(bk.LastUpdate())
+		i++
+		if i%64 == 0 {
+			b.StopTimer()
+			drain()
+			b.StartTimer()
+		}
+	}
+	drain()
+	b.ReportMetric(float64(s.stats.encodes.Load()-encodes)/float64(i), "encodes/publish")
+	b.ReportMetric(float64(s.stats.compressions.Load()-compressions)/float64(i), "compressions/publish")
+	b.ReportMetric(float64(wire)/float64(plain), "wire/plain")
+}
