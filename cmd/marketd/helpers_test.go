@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 )
@@ -13,7 +14,15 @@ import (
 // when the test ends. Its logs go to the test output at error level.
 func startTestService(t *testing.T, extra ...string) *service {
 	t.Helper()
-	args := append([]string{"-listen", "127.0.0.1:0", "-embedded-addr", "127.0.0.1:0"}, extra...)
+	svc, _ := runService(t, append([]string{"-listen", "127.0.0.1:0", "-embedded-addr", "127.0.0.1:0"}, extra...))
+	return svc
+}
+
+// runService starts a marketd with the command line args and returns it
+// with a function that stops it gracefully (also called when the test
+// ends).
+func runService(t *testing.T, args []string) (*service, func()) {
+	t.Helper()
 	cfg, err := parseConfig("marketd", args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatalf("parse config: %v", err)
@@ -25,13 +34,17 @@ func startTestService(t *testing.T, extra ...string) *service {
 		cancel()
 		t.Fatalf("start service: %v", err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := svc.Wait(ctx); err != nil {
-			t.Errorf("service: %v", err)
-		}
-	})
-	return svc
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := svc.Wait(ctx); err != nil {
+				t.Errorf("service: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return svc, stop
 }
 
 // checkFor polls check every few milliseconds until it returns nil or the

@@ -5,11 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,29 +19,7 @@ import (
 // (also called when the test ends).
 func startInstance(t *testing.T, brokers string, extra ...string) (*service, func()) {
 	t.Helper()
-	args := append([]string{"-listen", "127.0.0.1:0", "-brokers", brokers, "-simulate=false"}, extra...)
-	cfg, err := parseConfig("marketd", args, func(string) string { return "" }, io.Discard)
-	if err != nil {
-		t.Fatalf("parse config: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
-	svc, err := startService(ctx, cfg, logger)
-	if err != nil {
-		cancel()
-		t.Fatalf("start service: %v", err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := svc.Wait(ctx); err != nil {
-				t.Errorf("service: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return svc, stop
+	return runService(t, append([]string{"-listen", "127.0.0.1:0", "-brokers", brokers, "-simulate=false"}, extra...))
 }
 
 // wireMsg is what the tests read of a server message.
