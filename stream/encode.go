@@ -71,6 +71,11 @@ func appendNum(dst []byte, n book.Num) []byte {
 	return append(dst, '"')
 }
 
+// appendNumKey appends key and the quoted decimal n.
+func appendNumKey(dst []byte, key string, n book.Num) []byte {
+	return appendNum(append(dst, key...), n)
+}
+
 func appendUint(dst []byte, key string, v uint64) []byte {
 	dst = append(dst, key...)
 	return strconv.AppendUint(dst, v, 10)
@@ -211,10 +216,8 @@ func appendTrade(dst []byte, symbol []byte, seq, prevSeq uint64, ts int64, t *bo
 	dst = appendInt(dst, `,"ts":`, ts)
 	dst = append(dst, `,"trade_id":`...)
 	dst = appendString(dst, t.TradeID)
-	dst = append(dst, `,"price":`...)
-	dst = appendNum(dst, t.Price)
-	dst = append(dst, `,"size":`...)
-	dst = appendNum(dst, t.Size)
+	dst = appendNumKey(dst, `,"price":`, t.Price)
+	dst = appendNumKey(dst, `,"size":`, t.Size)
 	dst = append(dst, `,"side":"`...)
 	dst = append(dst, t.Side.String()...)
 	return append(dst, '"', '}')
@@ -228,29 +231,20 @@ func appendTicker(dst []byte, symbol []byte, t *book.Ticker) []byte {
 	dst = appendUint(dst, `,"seq":`, t.Seq)
 	dst = appendInt(dst, `,"ts":`, t.TS)
 	if t.HasBid {
-		dst = append(dst, `,"bid":`...)
-		dst = appendNum(dst, t.Bid)
-		dst = append(dst, `,"bid_size":`...)
-		dst = appendNum(dst, t.BidSize)
+		dst = appendNumKey(dst, `,"bid":`, t.Bid)
+		dst = appendNumKey(dst, `,"bid_size":`, t.BidSize)
 	}
 	if t.HasAsk {
-		dst = append(dst, `,"ask":`...)
-		dst = appendNum(dst, t.Ask)
-		dst = append(dst, `,"ask_size":`...)
-		dst = appendNum(dst, t.AskSize)
+		dst = appendNumKey(dst, `,"ask":`, t.Ask)
+		dst = appendNumKey(dst, `,"ask_size":`, t.AskSize)
 	}
 	if t.HasLast {
-		dst = append(dst, `,"last":`...)
-		dst = appendNum(dst, t.Last)
-		dst = append(dst, `,"last_size":`...)
-		dst = appendNum(dst, t.LastSize)
+		dst = appendNumKey(dst, `,"last":`, t.Last)
+		dst = appendNumKey(dst, `,"last_size":`, t.LastSize)
 	}
-	dst = append(dst, `,"open_24h":`...)
-	dst = appendNum(dst, t.Open24h)
-	dst = append(dst, `,"high_24h":`...)
-	dst = appendNum(dst, t.High24h)
-	dst = append(dst, `,"low_24h":`...)
-	dst = appendNum(dst, t.Low24h)
+	dst = appendNumKey(dst, `,"open_24h":`, t.Open24h)
+	dst = appendNumKey(dst, `,"high_24h":`, t.High24h)
+	dst = appendNumKey(dst, `,"low_24h":`, t.Low24h)
 	dst = append(dst, `,"volume_24h":"`...)
 	dst = append(dst, t.Volume24h.String()...)
 	return append(dst, '"', '}')
