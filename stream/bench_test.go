@@ -148,14 +148,7 @@ func benchPublish(b *testing.B, n int, mode string) {
 		h.joinBook(c, bk, view, ivRaw, nil)
 		clients[i] = c
 	}
-	drain := func() {
-		for _, c := range clients {
-			c.mu.Lock()
-			clear(c.queue)
-			c.queue, c.queued = c.queue[:0], 0
-			c.mu.Unlock()
-		}
-	}
+	drain := func() { drainQueues(clients, nil) }
 	drain()
 	seq := bk.Seq()
 	encodes, compressions := s.stats.encodes.Load(), s.stats.compressions.Load()
@@ -178,6 +171,22 @@ func benchPublish(b *testing.B, n int, mode string) {
 	b.ReportMetric(float64(s.stats.compressions.Load()-compressions)/float64(i), "compressions/publish")
 	b.ReportMetric(float64(i)*float64(n)/el, "deliveries/s")
 	// allocs/op is per publish; the copy of the Update above is one of them.
+}
+
+// drainQueues empties the queues of clients whose writers the benchmark
+// holds, handing each queued item to each first (when not nil).
+func drainQueues(clients []*client, each func(*outItem)) {
+	for _, c := range clients {
+		c.mu.Lock()
+		if each != nil {
+			for i := range c.queue {
+				each(&c.queue[i])
+			}
+		}
+		clear(c.queue)
+		c.queue, c.queued = c.queue[:0], 0
+		c.mu.Unlock()
+	}
 }
 
 // fanoutClient is a raw WebSocket reader that counts the messages it gets.
@@ -429,17 +438,11 @@ func BenchmarkTakeoverMixed(b *testing.B) {
 	}
 	var wire, plain int
 	drain := func() {
-		for _, c := range all {
-			c.mu.Lock()
-			for _, it := range c.queue {
-				if it.own == nil {
-					wire, plain = wire+len(it.frame), plain+it.raw
-				}
+		drainQueues(all, func(it *outItem) {
+			if it.own == nil {
+				wire, plain = wire+len(it.frame), plain+it.raw
 			}
-			clear(c.queue)
-			c.queue, c.queued = c.queue[:0], 0
-			c.mu.Unlock()
-		}
+		})
 	}
 	drain()
 	wire, plain = 0, 0

@@ -340,23 +340,7 @@ func startServer(bin, logPath string, args ...string) (*server, error) {
 
 // waitListening waits until addr accepts TCP connections.
 func (s *server) waitListening(addr string) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case werr := <-s.done:
-			s.done <- werr
-			return fmt.Errorf("exited before listening on %s: %v", addr, werr)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not listening on %s after %v: %w", addr, startTimeout, err)
-		}
-	}
+	return bench.WaitListening(addr, s.done, startTimeout)
 }
 
 // waitReady polls the readiness endpoint until it answers 200 (books

@@ -449,21 +449,8 @@ func freeAddr() (string, error) {
 func (p *proc) waitListening(addrs ...string) error {
 	deadline := time.Now().Add(startTimeout)
 	for _, a := range addrs {
-		for {
-			c, err := net.DialTimeout("tcp", a, time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case err := <-p.done:
-				p.done <- err
-				return fmt.Errorf("exited before listening on %s: %v", a, err)
-			case <-time.After(100 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("not listening on %s after %v", a, startTimeout)
-			}
+		if err := bench.WaitListening(a, p.done, time.Until(deadline)); err != nil {
+			return err
 		}
 	}
 	select {
