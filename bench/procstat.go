@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"time"
@@ -202,26 +201,3 @@ func parseCPUBusy(stat []byte, cpu int) (time.Duration, error) {
 	return 0, fmt.Errorf("no cpu%d in /proc/stat", cpu)
 }
 
-// WaitListening waits up to timeout until addr accepts TCP connections, or
-// until the process that should listen there exits: exited receives its
-// Wait result (a channel of capacity 1; the result is put back for others
-// to see).
-func WaitListening(addr string, exited chan error, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case werr := <-exited:
-			exited <- werr
-			return fmt.Errorf("exited before listening on %s: %v", addr, werr)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not listening on %s after %v: %w", addr, timeout, err)
-		}
-	}
-}

@@ -28,7 +28,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -128,16 +127,16 @@ func run(ctx context.Context, cfg bench.SoakConfig, simRate int, out, bin, profi
 	}
 	var listen, broker, admin string
 	for _, a := range []*string{&listen, &broker, &admin} {
-		if *a, err = freeAddr(); err != nil {
+		if *a, err = bench.FreeAddr(); err != nil {
 			return false, err
 		}
 	}
-	brk, err := startServer(brokerBin, filepath.Join(tmp, "broker.log"), "-addr", broker)
+	brk, err := bench.StartProcess(exec.Command(brokerBin, "-addr", broker), filepath.Join(tmp, "broker.log"))
 	if err != nil {
 		return false, err
 	}
-	defer brk.stop()
-	if err := brk.waitListening(broker); err != nil {
+	defer brk.Stop(stopTimeout)
+	if err := brk.WaitListening(startTimeout, broker); err != nil {
 		return false, fmt.Errorf("broker: %w", err)
 	}
 	args := []string{"-listen", listen, "-brokers", broker, "-log-level", "warn"}
@@ -149,22 +148,22 @@ func run(ctx context.Context, cfg bench.SoakConfig, simRate int, out, bin, profi
 		args = append(args, "-admin-listen", admin)
 	}
 	logPath := filepath.Join(tmp, "marketd.log")
-	srv, err := startServer(bin, logPath, args...)
+	srv, err := bench.StartProcess(exec.Command(bin, args...), logPath)
 	if err != nil {
 		return false, err
 	}
-	defer srv.stop()
+	defer srv.Stop(stopTimeout)
 	httpBase := "http://" + listen
-	if err := srv.waitReady(ctx, httpBase+"/readyz"); err != nil {
+	if err := waitReady(ctx, srv, httpBase+"/readyz"); err != nil {
 		return false, fmt.Errorf("marketd: %w (log: %s)", err, tail(logPath))
 	}
-	logf("marketd pid %d on %s, broker pid %d on %s: marketd %s", srv.cmd.Process.Pid, listen, brk.cmd.Process.Pid, broker, strings.Join(args, " "))
+	logf("marketd pid %d on %s, broker pid %d on %s: marketd %s", srv.Pid(), listen, brk.Pid(), broker, strings.Join(args, " "))
 
 	cfg.URL = "ws://" + listen + "/v1/ws"
 	cfg.Brokers = []string{broker}
 	cfg.MetricsURL = httpBase + "/metrics"
-	cfg.ServerPID = srv.cmd.Process.Pid
-	cfg.BrokerPID = brk.cmd.Process.Pid
+	cfg.ServerPID = srv.Pid()
+	cfg.BrokerPID = brk.Pid()
 	cfg.Log = os.Stderr
 	var profWG sync.WaitGroup
 	profCtx, stopProf := context.WithCancel(ctx)
@@ -313,39 +312,9 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "soak: "+format+"\n", args...)
 }
 
-// server is the marketd process.
-type server struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-func startServer(bin, logPath string, args ...string) (*server, error) {
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("start marketd: %w", err)
-	}
-	s := &server{cmd: cmd, done: make(chan error, 1)}
-	go func() {
-		s.done <- cmd.Wait()
-		lf.Close()
-	}()
-	return s, nil
-}
-
-// waitListening waits until addr accepts TCP connections.
-func (s *server) waitListening(addr string) error {
-	return bench.WaitListening(addr, s.done, startTimeout)
-}
-
 // waitReady polls the readiness endpoint until it answers 200 (books
 // loaded, broker reachable) or the process exits.
-func (s *server) waitReady(ctx context.Context, url string) error {
+func waitReady(ctx context.Context, p *bench.Process, url string) error {
 	deadline := time.Now().Add(startTimeout)
 	client := &http.Client{Timeout: time.Second}
 	for {
@@ -358,8 +327,8 @@ func (s *server) waitReady(ctx context.Context, url string) error {
 			err = fmt.Errorf("GET %s: %s", url, resp.Status)
 		}
 		select {
-		case werr := <-s.done:
-			s.done <- werr
+		case werr := <-p.Exited():
+			p.Requeue(werr)
 			return fmt.Errorf("exited before ready: %v", werr)
 		case <-ctx.Done():
 			return ctx.Err()
@@ -369,27 +338,6 @@ func (s *server) waitReady(ctx context.Context, url string) error {
 			return fmt.Errorf("not ready after %v: %w", startTimeout, err)
 		}
 	}
-}
-
-// stop sends SIGTERM and waits, then kills.
-func (s *server) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(stopTimeout):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // raiseFileLimit lifts the soft limit of open files to the hard one: each

@@ -27,7 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -408,74 +407,14 @@ func (s *suite) pinned(ctx context.Context, cpu, name string, args ...string) *e
 	return cmd
 }
 
-// proc is a started server process.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
 // start runs name pinned to cpu with GOMAXPROCS=1, output to logPath.
-func (s *suite) start(logPath, cpu string, name string, args ...string) (*proc, error) {
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := s.pinned(context.Background(), cpu, name, args...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{cmd: cmd, done: make(chan error, 1)}
-	go func() {
-		p.done <- cmd.Wait()
-		lf.Close()
-	}()
-	return p, nil
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// waitListening waits until every address accepts TCP connections and
-// checks that the process is still running (so that the listener is its).
-func (p *proc) waitListening(addrs ...string) error {
-	deadline := time.Now().Add(startTimeout)
-	for _, a := range addrs {
-		if err := bench.WaitListening(a, p.done, time.Until(deadline)); err != nil {
-			return err
-		}
-	}
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return fmt.Errorf("exited: %v", err)
-	case <-time.After(200 * time.Millisecond):
-		return nil
-	}
-}
-
-// stop sends SIGTERM and waits, then kills.
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(stopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+func (s *suite) start(logPath, cpu string, name string, args ...string) (*bench.Process, error) {
+	return bench.StartProcess(s.pinned(context.Background(), cpu, name, args...), logPath)
 }
 
 // startTarget starts marketd or the peer reading the broker.
-func (s *suite) startTarget(t, logPath, brokerAddr string, compress bool) (p *proc, url string, err error) {
-	listen, err := freeAddr()
+func (s *suite) startTarget(t, logPath, brokerAddr string, compress bool) (p *bench.Process, url string, err error) {
+	listen, err := bench.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
@@ -496,8 +435,8 @@ func (s *suite) startTarget(t, logPath, brokerAddr string, compress bool) (p *pr
 		return nil, "", err
 	}
 	url = "ws://" + listen + "/v1/ws"
-	if err := p.waitListening(listen); err != nil {
-		p.stop()
+	if err := p.WaitListening(startTimeout, listen); err != nil {
+		p.Stop(stopTimeout)
 		return nil, "", fmt.Errorf("%s: %w (log: %s)", t, err, logPath)
 	}
 	return p, url, nil
@@ -566,7 +505,7 @@ func (s *suite) runOne(ctx context.Context, sc scenario, t string, rep int) (*be
 	s.waitQuiet(ctx)
 	// A fresh broker for every run, on the load generator's core: the
 	// server's core then does only the server's work (ingest included).
-	brokerAddr, err := freeAddr()
+	brokerAddr, err := bench.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -574,15 +513,15 @@ func (s *suite) runOne(ctx context.Context, sc scenario, t string, rep int) (*be
 	if err != nil {
 		return nil, err
 	}
-	defer bp.stop()
-	if err := bp.waitListening(brokerAddr); err != nil {
+	defer bp.Stop(stopTimeout)
+	if err := bp.WaitListening(startTimeout, brokerAddr); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	p, url, err := s.startTarget(t, filepath.Join(s.out, name+".log"), brokerAddr, sc.Compress)
 	if err != nil {
 		return nil, err
 	}
-	defer p.stop()
+	defer p.Stop(stopTimeout)
 	brokers := brokerAddr
 	window := sc.Window
 	if window == 0 {
@@ -591,7 +530,7 @@ func (s *suite) runOne(ctx context.Context, sc scenario, t string, rep int) (*be
 	jsonPath := filepath.Join(s.bin, fmt.Sprintf("%s.%d.json", name, rep))
 	args := []string{"-url", url, "-brokers", brokers, "-clients", strconv.Itoa(sc.Clients), "-mix", sc.Mix,
 		"-symbols", strconv.Itoa(sc.Symbols), "-hot", strconv.FormatFloat(sc.Hot, 'g', -1, 64),
-		"-rate", strconv.Itoa(sc.Rate), "-duration", window.String(), "-pid", strconv.Itoa(p.cmd.Process.Pid), "-server-cpu", serverCPU,
+		"-rate", strconv.Itoa(sc.Rate), "-duration", window.String(), "-pid", strconv.Itoa(p.Pid()), "-server-cpu", serverCPU,
 		"-scenario", sc.Name, "-target", t, "-o", jsonPath}
 	if strings.HasPrefix(t, targetMarketd) {
 		args = append(args, "-metrics", strings.TrimSuffix(strings.Replace(url, "ws://", "http://", 1), "/v1/ws")+"/metrics")
@@ -624,7 +563,7 @@ func (s *suite) runOne(ctx context.Context, sc scenario, t string, rep int) (*be
 // runCeilings measures raw loopback writes of size-byte messages, one and
 // ceilingBatch per write call, for each connection count.
 func (s *suite) runCeilings(ctx context.Context, size int) ([]*bench.CeilingResult, error) {
-	ceilingListen, err := freeAddr()
+	ceilingListen, err := bench.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -632,8 +571,8 @@ func (s *suite) runCeilings(ctx context.Context, size int) ([]*bench.CeilingResu
 	if err != nil {
 		return nil, err
 	}
-	defer p.stop()
-	if err := p.waitListening(ceilingListen); err != nil {
+	defer p.Stop(stopTimeout)
+	if err := p.WaitListening(startTimeout, ceilingListen); err != nil {
 		return nil, err
 	}
 	var out []*bench.CeilingResult
@@ -642,7 +581,7 @@ func (s *suite) runCeilings(ctx context.Context, size int) ([]*bench.CeilingResu
 			s.logf("ceiling: %d conns, %d B x %d per write", conns, size, batch)
 			cmd := s.pinned(ctx, loadCPU, "ceiling", "-addr", ceilingListen,
 				"-conns", strconv.Itoa(conns), "-size", strconv.Itoa(size), "-batch", strconv.Itoa(batch),
-				"-duration", "4s", "-pid", strconv.Itoa(p.cmd.Process.Pid), "-json")
+				"-duration", "4s", "-pid", strconv.Itoa(p.Pid()), "-json")
 			b, err := cmd.Output()
 			if err != nil {
 				return out, fmt.Errorf("ceiling client: %w", err)
