@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/marketd/marketd/feed"
 )
 
 // TestPeerProtocol checks the peer's side of the protocol subset over a
@@ -17,21 +15,17 @@ import (
 func TestPeerProtocol(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := feed.StartBroker(ctx, feed.BrokerConfig{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	brokers := startBroker(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := NewPeer(ctx, PeerConfig{Brokers: []string{b.Addr()}, Logger: discard}, ln)
+	p, err := NewPeer(ctx, PeerConfig{Brokers: brokers, Logger: discard}, ln)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	prod, err := NewProducer(ctx, ProducerConfig{Brokers: []string{b.Addr()}, Symbols: []string{"SYM00"}})
+	prod, err := NewProducer(ctx, ProducerConfig{Brokers: brokers, Symbols: []string{"SYM00"}})
 	if err != nil {
 		t.Fatal(err)
 	}

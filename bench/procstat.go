@@ -200,4 +200,3 @@ func parseCPUBusy(stat []byte, cpu int) (time.Duration, error) {
 	}
 	return 0, fmt.Errorf("no cpu%d in /proc/stat", cpu)
 }
-

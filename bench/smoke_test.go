@@ -25,6 +25,18 @@ import (
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// startBroker starts an embedded broker for the test and returns its
+// address as a broker list.
+func startBroker(t *testing.T) []string {
+	t.Helper()
+	b, err := feed.StartBroker(context.Background(), feed.BrokerConfig{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return []string{b.Addr()}
+}
+
 // startMarketd runs marketd's ingest and WebSocket server in-process, wired
 // as cmd/marketd wires them, reading brokers; it returns the WebSocket URL.
 func startMarketd(t *testing.T, brokers []string) string {
@@ -116,12 +128,7 @@ func TestSmoke(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			b, err := feed.StartBroker(ctx, feed.BrokerConfig{Addr: "127.0.0.1:0"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
-			brokers := []string{b.Addr()}
+			brokers := startBroker(t)
 			url := tt.start(t, brokers)
 			var log strings.Builder
 			res, err := Run(ctx, Config{

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/marketd/marketd/feed"
 )
 
 // series returns n samples a second apart of f(t).
@@ -151,12 +149,7 @@ func TestSoakShort(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	b, err := feed.StartBroker(ctx, feed.BrokerConfig{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	brokers := []string{b.Addr()}
+	brokers := startBroker(t)
 	url := startMarketd(t, brokers)
 	var log strings.Builder
 	const duration = 20 * time.Second
