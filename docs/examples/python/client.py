@@ -182,6 +182,23 @@ class Client:
         self.book = Book()
         await self.subscribe(ws)
 
+    async def apply_checked(self, ws, m):
+        """Applies the levels of a snapshot or an update and checks the book's
+        checksum against the message's; on a failure it resyncs and returns
+        False."""
+        try:
+            self.book.apply(m["bids"], m["asks"])
+        except ValueError as e:
+            await self.resync(ws, str(e))
+            return False
+        self.last_seq = m["seq"]
+        got = self.book.checksum()
+        if got != m["checksum"]:
+            self.stats["mismatches"] += 1
+            await self.resync(ws, f"{m['type']} seq {m['seq']}: checksum {got}, server says {m['checksum']}")
+            return False
+        return True
+
     async def handle(self, ws, m):
         typ = m.get("type")
         sym = self.args.symbol
@@ -191,15 +208,8 @@ class Client:
                 return
             self.stats["snapshots"] += 1
             self.book = Book()
-            try:
-                self.book.apply(m["bids"], m["asks"])
-            except ValueError as e:
-                return await self.resync(ws, str(e))
-            self.last_seq = m["seq"]
-            got = self.book.checksum()
-            if got != m["checksum"]:
-                self.stats["mismatches"] += 1
-                return await self.resync(ws, f"snapshot seq {m['seq']}: checksum {got}, server says {m['checksum']}")
+            if not await self.apply_checked(ws, m):
+                return
             self.synced = True
             self.print_top("snapshot")
         elif typ == "update":
@@ -208,15 +218,8 @@ class Client:
             if m["prev_seq"] != self.last_seq:
                 self.stats["gaps"] += 1
                 return await self.resync(ws, f"gap: update prev_seq {m['prev_seq']}, held seq {self.last_seq}")
-            try:
-                self.book.apply(m["bids"], m["asks"])
-            except ValueError as e:
-                return await self.resync(ws, str(e))
-            self.last_seq = m["seq"]
-            got = self.book.checksum()
-            if got != m["checksum"]:
-                self.stats["mismatches"] += 1
-                return await self.resync(ws, f"update seq {m['seq']}: checksum {got}, server says {m['checksum']}")
+            if not await self.apply_checked(ws, m):
+                return
             self.stats["verified"] += 1
             self.print_top("update")
             if self.done():
