@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -895,8 +896,8 @@ func metricValue(ctx context.Context, url, name string) (float64, error) {
 
 // slowClient makes marketd conflate a client deterministically: it
 // subscribes to the whole big book many times over without reading, until
-// marketd's queue for it is past the soft limit whatever the kernel
-// absorbed; then it changes the book (change is called), which marketd
+// marketd has handled every subscription and its queue for the client is
+// past the soft limit whatever the kernel absorbed; then it changes the book (change is called), which marketd
 // must merge and announce with a notice. It reads until the notice,
 // validating the notice and the first message of each other kind but
 // snapshots.
@@ -915,16 +916,29 @@ func slowClient(ctx context.Context, t *testing.T, wsURL, metricsURL string, cha
 			return
 		}
 	}
-	// No other client of the test lets a queue grow.
-	for queued := 0.0; queued < slowClientQueued; {
+	// marketd handles a connection's ops in order: once it has answered
+	// this one with an error, which it counts, every subscription above is
+	// in place. A change before that could land in a later subscription's
+	// snapshot instead of in an update, and there would be nothing to
+	// conflate.
+	if err := conn.Write(ctx, websocket.MessageText, []byte(`{"op":"fly","id":"last"}`)); err != nil {
+		t.Errorf("slow client: send: %v", err)
+		return
+	}
+	// No other client of the test lets a queue grow or sends a bad op yet.
+	const answered = `marketd_stream_bad_messages_total{code="unknown_op"}`
+	for queued, errs := 0.0, 0.0; queued < slowClientQueued || errs < 1; {
 		select {
 		case <-time.After(20 * time.Millisecond):
 		case <-ctx.Done():
-			t.Errorf("slow client: marketd never queued %d bytes for it (last %v)", slowClientQueued, queued)
+			t.Errorf("slow client: marketd never queued %d bytes for it and answered its last op (last %v bytes, %v answered)", slowClientQueued, queued, errs)
 			return
 		}
 		var err error
-		if queued, err = metricValue(ctx, metricsURL, "marketd_stream_queued_bytes"); err != nil {
+		if queued, err = metricValue(ctx, metricsURL, "marketd_stream_queued_bytes"); err == nil {
+			errs, err = metricValue(ctx, metricsURL, answered)
+		}
+		if err != nil {
 			t.Errorf("slow client: %v", err)
 			return
 		}
@@ -935,7 +949,7 @@ func slowClient(ctx context.Context, t *testing.T, wsURL, metricsURL string, cha
 	for {
 		_, data, err := conn.Read(ctx)
 		if err != nil {
-			t.Errorf("slow client: no notice in %d bytes before: %v", read, err)
+			t.Errorf("slow client: no notice in %d bytes (kinds %v) before: %v", read, slices.Sorted(maps.Keys(checked)), err)
 			return
 		}
 		read += len(data)

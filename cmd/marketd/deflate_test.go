@@ -29,8 +29,8 @@ const (
 
 // browserDeflateScript connects to /v1/ws from the page, subscribes to book
 // depth 10 and trades of every symbol, checks each stream's prev_seq chain
-// and resolves with a report once enough messages arrived, the connection
-// closed, or %d ms passed.
+// and resolves with a report once both acks and enough messages arrived,
+// the connection closed, or %d ms passed.
 const browserDeflateScript = `(async () => {
 	const report = { extensions: null, symbols: [], messages: 0, updates: 0, trades: 0, snapshots: 0, acks: 0, errors: [] };
 	const fail = (msg) => { if (report.errors.length < 5) report.errors.push(msg); };
@@ -72,7 +72,9 @@ const browserDeflateScript = `(async () => {
 				default: fail('unexpected ' + line.slice(0, 100));
 				}
 			}
-			if (report.updates + report.trades >= %d) stop();
+			// Both acks too: the trades ack follows trades of the symbols
+			// subscribed before it, and may come after many updates.
+			if (report.updates + report.trades >= %d && report.acks >= 2) stop();
 		};
 	});
 	return report;
