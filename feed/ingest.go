@@ -189,8 +189,13 @@ func (c Config) Validate() error {
 	case c.DLQBuffer < 0 || c.DLQScanWindow < 0:
 		return errors.New("negative DLQ size")
 	}
+	return checkPartitions(c.Partitions)
+}
+
+// checkPartitions reports a negative or repeated partition number.
+func checkPartitions(ps []int) error {
 	seen := map[int]bool{}
-	for _, p := range c.Partitions {
+	for _, p := range ps {
 		if p < 0 || seen[p] {
 			return fmt.Errorf("bad or repeated partition %d", p)
 		}

@@ -90,14 +90,7 @@ func (c ReplayConfig) Validate() error {
 			return fmt.Errorf("the range ends (offset %d) before it starts (offset %d)", o.To, o.From)
 		}
 	}
-	seen := map[int]bool{}
-	for _, p := range c.Partitions {
-		if p < 0 || seen[p] {
-			return fmt.Errorf("bad or repeated partition %d", p)
-		}
-		seen[p] = true
-	}
-	return nil
+	return checkPartitions(c.Partitions)
 }
 
 // ReplayBook is a book as Replay hands it over. Book belongs to the
