@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/marketd/marketd/feed"
 	"github.com/marketd/marketd/stream"
 )
 
@@ -24,8 +25,6 @@ const (
 	defaultPartitions   = 4
 	defaultSimRate      = 200
 	defaultShutdown     = 10 * time.Second
-	defaultCkptInterval = 30 * time.Second
-	defaultCkptRecords  = 500_000
 	defaultHandshake    = 10 * time.Second
 	defaultConnBurst    = 10
 	defaultRetentionMiB = 64
@@ -108,8 +107,8 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	fs.StringVar(&c.DLQTopic, "dlq-topic", "", "dead-letter `topic` for bad records (default <topic>.dlq)")
 	fs.BoolVar(&c.DLQ, "dlq", true, "copy bad records to the dead-letter topic (set false on all but one instance reading the same partitions)")
 	fs.StringVar(&c.CheckpointTopic, "checkpoint-topic", "", "compacted `topic` of book checkpoints (default <topic>.checkpoints)")
-	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", defaultCkptInterval, "checkpoint the books at least this `often` (0 = write no checkpoints)")
-	fs.IntVar(&c.CheckpointRecords, "checkpoint-records", defaultCkptRecords, "also checkpoint a partition after this many `records` (0 = by time only)")
+	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", feed.DefaultCheckpointInterval, "checkpoint the books at least this `often` (0 = write no checkpoints)")
+	fs.IntVar(&c.CheckpointRecords, "checkpoint-records", feed.DefaultCheckpointRecords, "also checkpoint a partition after this many `records` (0 = by time only)")
 	fs.BoolVar(&c.FullReplay, "full-replay", false, "rebuild the books from the start of the topic at start, ignoring the checkpoints")
 	fs.StringVar(&partitions, "partitions", "", "comma-separated `list` of partitions this instance reads (default all)")
 	fs.IntVar(&c.NumParts, "embedded-partitions", defaultPartitions, "`number` of partitions of the embedded broker's topics")
