@@ -33,7 +33,6 @@ type service struct {
 	server     *stream.Server
 	http       *http.Server
 	ln         net.Listener // plain TCP; TLS is layered in serve
-	tls        bool         // https and wss
 	admin      *http.Server
 
 	cancel context.CancelFunc // stops the ingester and the simulator
@@ -69,7 +68,6 @@ func startService(ctx context.Context, cfg *config, logger *slog.Logger) (_ *ser
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	cleanup = append(cleanup, func() { s.ln.Close() })
-	s.tls = tlsConfig != nil
 
 	brokers := cfg.Brokers
 	if len(brokers) == 0 {
@@ -233,7 +231,7 @@ func (s *service) fail(err error) {
 // ready reports whether the books are rebuilt and Kafka answers.
 func (s *service) ready() error { return s.ingester.Ready() }
 
-// URL returns the http URL of path on the service's listener.
+// URL returns the http (or, with -tls-cert, https) URL of path on the service's listener.
 func (s *service) URL(path string) string {
 	addr := s.ln.Addr().(*net.TCPAddr)
 	host := addr.IP.String()
@@ -241,7 +239,7 @@ func (s *service) URL(path string) string {
 		host = "localhost"
 	}
 	scheme := "http://"
-	if s.tls {
+	if s.cfg.TLSCert != "" { // https and wss
 		scheme = "https://"
 	}
 	return scheme + net.JoinHostPort(host, fmt.Sprint(addr.Port)) + path
