@@ -283,10 +283,12 @@ func (o *jsonlOutput) Update(u *book.Update) error {
 	if err := o.pace(u.TS); err != nil {
 		return err
 	}
-	for _, line := range [][]byte{e.AppendUpdate(nil, u), e.AppendTrade(nil, u)} {
-		if len(line) > 0 {
-			o.buf = append(append(o.buf, line...), '\n')
-		}
+	// Each appends nothing when u makes no message of its stream.
+	if b := e.AppendUpdate(o.buf, u); len(b) > len(o.buf) {
+		o.buf = append(b, '\n')
+	}
+	if b := e.AppendTrade(o.buf, u); len(b) > len(o.buf) {
+		o.buf = append(b, '\n')
 	}
 	if u.Ticker != nil {
 		o.buf = append(e.AppendTicker(o.buf, u.Ticker), '\n')
