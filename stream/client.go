@@ -14,10 +14,10 @@ import (
 
 // client is one WebSocket connection.
 //
-// Goroutines: the reader (the HTTP handler's goroutine, running gws's
-// ReadLoop) handles the client's messages and owns the subscriptions; the
-// writer (writer.go) exists while something is queued; the liveness timer
-// fires on its own. Publishers only enqueue.
+// Goroutines: the reader (Server.readLoop, running gws's ReadLoop) handles
+// the client's messages, each on a short-lived goroutine it waits for, and
+// owns the subscriptions; the writer (writer.go) exists while something is
+// queued; the liveness timer fires on its own. Publishers only enqueue.
 type client struct {
 	srv *Server
 	ws  *gws.Conn

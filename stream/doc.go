@@ -27,10 +27,10 @@
 //     snapshot's seq is exactly the prev_seq of the client's next update.
 //     A book stream's snapshot carries the seq of the stream's last message
 //     (the view is unchanged since), which can be lower than the book's.
-//   - Each connection has one reader goroutine (gws's ReadLoop on the HTTP
-//     handler's goroutine), which handles the client's ops and owns its
-//     subscriptions, and one writer goroutine that exists only while
-//     something is queued. Everyone else enqueues; the writer drains the
+//   - Each connection has one reader goroutine (gws's ReadLoop, started by
+//     the HTTP handler, which then returns), which handles the client's ops
+//     and owns its subscriptions, and one writer goroutine that exists only
+//     while something is queued. Everyone else enqueues; the writer drains the
 //     queue with one writev per chunk (shared frames as they are, runs of
 //     per-client messages joined by '\n' in one frame) under a write
 //     deadline. gws is used for the upgrade and the read path only; every

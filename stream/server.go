@@ -407,8 +407,8 @@ func (s *Server) unknownSymbols(syms []string) []string {
 	return unknown
 }
 
-// serveWS upgrades a request to a WebSocket connection and runs its reader
-// until the connection ends.
+// serveWS upgrades a request to a WebSocket connection and starts its
+// reader (readLoop), which runs until the connection ends.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !s.gate.admit(w, r) {
 		return
