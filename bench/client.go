@@ -36,6 +36,12 @@ type counters struct {
 	inflations *inflateCache // shared by the clients without context takeover; nil: none
 }
 
+// newCounters returns the tallies of one run of clients, with the maps
+// dialClient and OnClose write to and the cache of inflations they share.
+func newCounters() *counters {
+	return &counters{closeCodes: make(map[int]int), extensions: make(map[string]int), inflations: newInflateCache()}
+}
+
 type countersSnapshot struct {
 	deliveries, snapshots, payload, wireRead, wireWrite, gaps, notices, conflated, errors, bad, frames, inflated int64
 }

@@ -405,7 +405,7 @@ func BenchmarkClientInflate(b *testing.B) {
 		for _, client := range []string{"gws", "inflateConn", "inflateConn-shared"} {
 			b.Run(mode.name+"/"+client, func(b *testing.B) {
 				b.ReportAllocs()
-				c := &counters{closeCodes: make(map[int]int)}
+				c := newCounters()
 				var cache *inflateCache
 				if client == "inflateConn-shared" {
 					cache = newInflateCache() // every connection gets the same frames

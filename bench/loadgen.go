@@ -355,7 +355,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 
-	c := &counters{closeCodes: make(map[int]int), extensions: make(map[string]int), inflations: newInflateCache()}
+	c := newCounters()
 	clients, err := connectAll(ctx, cfg, mix, universe, c)
 	defer closeAll(clients)
 	if err != nil {
@@ -520,7 +520,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 // answering unknown_symbol (the target may still be reading the seed).
 func waitSymbols(ctx context.Context, cfg Config, universe []string) error {
 	deadline := time.Now().Add(cfg.ReadyTimeout)
-	c := &counters{closeCodes: make(map[int]int), extensions: make(map[string]int)}
+	c := newCounters()
 	for attempt := 1; ; attempt++ {
 		lc := newLoadClient(c, 1)
 		conn, err := dialClient(ctx, cfg, lc, c)

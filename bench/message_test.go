@@ -105,7 +105,7 @@ func BenchmarkScanMessage(b *testing.B) {
 // BenchmarkClientHandle measures a client's whole per-message work after
 // the read: scan, seq chain, counters and latency histogram.
 func BenchmarkClientHandle(b *testing.B) {
-	c := &counters{closeCodes: map[int]int{}}
+	c := newCounters()
 	c.measuring.Store(true)
 	lc := newLoadClient(c, 0)
 	lines := make([][]byte, 1024) // a chain of seqs; it breaks once per lap

@@ -310,7 +310,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	if err := waitSymbols(ctx, cfg.Config, append(slices.Clone(universe), cfg.Extra...)); err != nil {
 		return nil, fmt.Errorf("soak: %w", err)
 	}
-	c := &counters{closeCodes: make(map[int]int)}
+	c := newCounters()
 	clients, err := connectAll(ctx, cfg.Config, mix, universe, c)
 	defer closeAll(clients)
 	if err != nil {
