@@ -44,8 +44,9 @@ const (
 // partition is the input partition, next the input offset the record
 // reflects (every record below it was applied, none from it on), lastTrade
 // the seq of the symbol's last applied trade (0 when none: it starts the
-// trades stream's prev_seq chain), and crc the CRC-32C, 4 bytes big-endian,
-// of everything before it. A book record's key is its symbol; a manifest's
+// trades stream's prev_seq chain; book checkpoints hold it too from their
+// version 2 on), and crc the CRC-32C, 4 bytes big-endian, of everything
+// before it. A book record's key is its symbol; a manifest's
 // key is manifestKey(partition), and it lists every book the partition had
 // at next: it is written after those books' records, so its presence says
 // that the round is complete.
@@ -445,8 +446,11 @@ func (p *partition) restore(books []*savedBook, start, written int64) {
 	p.ckptNext = written
 	for _, sb := range books {
 		p.byName[sb.symbol] = sb.book
-		if sb.lastTrade > 0 {
-			p.trades[sb.symbol] = sb.lastTrade
+		if sb.lastTrade > sb.book.LastTradeSeq() {
+			if p.oldTrades == nil {
+				p.oldTrades = make(map[string]uint64)
+			}
+			p.oldTrades[sb.symbol] = sb.lastTrade
 		}
 		if sb.next > start {
 			p.skip[sb.symbol] = sb.next
@@ -511,7 +515,7 @@ func (p *partition) checkpoint(final bool) {
 			c = cachedBlob{seq: b.Seq(), blob: blob}
 			p.blobs[s] = c
 		}
-		r.books = append(r.books, kafka.Message{Key: []byte(s), Value: encodeBookRecord(p.id, next, p.trades[s], c.blob), Partition: p.id})
+		r.books = append(r.books, kafka.Message{Key: []byte(s), Value: encodeBookRecord(p.id, next, p.lastTrade(b), c.blob), Partition: p.id})
 	}
 	r.manifest = kafka.Message{Key: manifestKey(p.id), Value: encodeManifest(p.id, next, syms), Partition: p.id}
 	p.ckptNext, p.sinceCkpt = next, 0

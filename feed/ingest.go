@@ -623,7 +623,7 @@ type partition struct {
 	// Owned by the apply loop (or by a replay's merge loop): the books,
 	// and what is needed to decode, apply and checkpoint.
 	byName    map[string]*book.Book
-	trades    map[string]uint64 // seq of each symbol's last applied trade
+	oldTrades map[string]uint64 // restored books whose checkpoint knew their last trade better (see lastTrade)
 	skip      map[string]int64  // restored books: their records below this offset are applied already
 	skipUntil int64             // the highest offset in skip
 	dec       Decoder
@@ -678,7 +678,6 @@ func newPartition(in *Ingester, id int) *partition {
 		start:  -1,
 		end:    -1,
 		byName: make(map[string]*book.Book),
-		trades: make(map[string]uint64),
 		skip:   make(map[string]int64),
 		blobs:  make(map[string]cachedBlob),
 
@@ -1040,10 +1039,15 @@ func (p *partition) decodeApply(m *kafka.Message) (*book.Book, error) {
 	} else if err := b.Apply(ev); err != nil {
 		return nil, applyError(err)
 	}
-	if ev.Kind == book.KindTrade {
-		p.trades[ev.Symbol] = ev.Seq
-	}
 	return b, nil
+}
+
+// lastTrade returns the seq of the last trade of b, one of p's books (0
+// when none is known): the book keeps it, except a book restored from a
+// checkpoint whose book bytes predate it (book checkpoint version 1), whose
+// record's value stands in until the book trades again.
+func (p *partition) lastTrade(b *book.Book) uint64 {
+	return max(b.LastTradeSeq(), p.oldTrades[b.Symbol()])
 }
 
 // applyError maps an error of book.Apply to errApplied or a *RecordError.

@@ -447,7 +447,7 @@ func (m *merge) books(parts []*partition) []ReplayBook {
 	for _, p := range parts {
 		for _, s := range slices.Sorted(maps.Keys(p.byName)) {
 			if m.only == nil || m.only[s] {
-				out = append(out, ReplayBook{Book: p.byName[s], LastTrade: p.trades[s]})
+				out = append(out, ReplayBook{Book: p.byName[s], LastTrade: p.lastTrade(p.byName[s])})
 			}
 		}
 	}
