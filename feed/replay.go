@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -236,7 +235,7 @@ func Replay(ctx context.Context, cfg ReplayConfig, h ReplayHandler) (ReplayStats
 	for _, p := range parts {
 		m.cursors = append(m.cursors, &cursor{p: p, from: from[p]})
 	}
-	err = m.run(parts)
+	err = m.run()
 	s := in.Stats()
 	st.Records, st.Updates, st.Restored, st.Stale, st.Bad = s.Records, m.updates, s.Restored, s.Stale, s.Bad
 	return st, err
@@ -387,17 +386,17 @@ func (cu *cursor) head(ctx context.Context) (*kafka.Message, error) {
 
 // run applies the records before the range, calls Begin, applies the range
 // handing each update to Update, and calls End.
-func (m *merge) run(parts []*partition) error {
+func (m *merge) run() error {
 	if err := m.phase(false); err != nil {
 		return err
 	}
-	if err := m.h.Begin(m.books(parts)); err != nil {
+	if err := m.h.Begin(m.books()); err != nil {
 		return err
 	}
 	if err := m.phase(true); err != nil {
 		return err
 	}
-	return m.h.End(m.books(parts))
+	return m.h.End(m.books())
 }
 
 // phase applies the records before the range, or those of the range, in
@@ -441,13 +440,14 @@ func (m *merge) phase(inRange bool) error {
 	}
 }
 
-// books returns the selected books of parts, sorted by symbol.
-func (m *merge) books(parts []*partition) []ReplayBook {
+// books returns the selected books of every partition, sorted by symbol.
+func (m *merge) books() []ReplayBook {
 	var out []ReplayBook
-	for _, p := range parts {
-		for _, s := range slices.Sorted(maps.Keys(p.byName)) {
+	for _, cu := range m.cursors {
+		p := cu.p
+		for s, b := range p.byName {
 			if m.only == nil || m.only[s] {
-				out = append(out, ReplayBook{Book: p.byName[s], LastTrade: p.lastTrade(p.byName[s])})
+				out = append(out, ReplayBook{Book: b, LastTrade: p.lastTrade(b)})
 			}
 		}
 	}
