@@ -86,10 +86,19 @@ type Config struct {
 	AllowRemote bool
 }
 
+// Gauges of marketd's /metrics that a run (TargetGauges) and a soak read.
+const (
+	// GaugeLag is the records not yet applied (Kafka consumer lag), by partition.
+	GaugeLag = "marketd_ingest_lag_records"
+	// GaugeQueued is the bytes waiting in the client queues.
+	GaugeQueued = "marketd_stream_queued_bytes"
+	// gaugeGoroutines is the Go collector's goroutine count.
+	gaugeGoroutines = "go_goroutines"
+)
+
 // TargetGauges are the marketd gauges a run records with Config.MetricsURL:
-// the records not yet applied (Kafka consumer lag) and the bytes waiting in
-// the client queues.
-var TargetGauges = []string{"marketd_ingest_lag_records", "marketd_stream_queued_bytes"}
+// where a backlog sits, in Kafka or in the client queues.
+var TargetGauges = []string{GaugeLag, GaugeQueued}
 
 // scrapeGauges reads the Prometheus text at url and returns the sum over
 // labels of each named metric that it holds.

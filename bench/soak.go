@@ -41,13 +41,6 @@ const (
 // errProcessGone marks a sample that found the server or broker process gone.
 var errProcessGone = errors.New("process gone")
 
-// Gauges the soak reads from the target's /metrics.
-const (
-	gaugeGoroutines = "go_goroutines"
-	gaugeQueued     = "marketd_stream_queued_bytes"
-	gaugeLag        = "marketd_ingest_lag_records"
-)
-
 // GrowthLimit bounds the growth of one series over the second half of a
 // soak: the fitted change must stay below max(Abs, Rel × the series' mean
 // over that half).
@@ -490,7 +483,7 @@ func (s *sampler) sample(ctx context.Context, start time.Time) error {
 	if err != nil {
 		return fmt.Errorf("server: %w: %w", errProcessGone, err)
 	}
-	g, err := scrapeGauges(ctx, s.cfg.MetricsURL, []string{gaugeGoroutines, gaugeQueued, gaugeLag})
+	g, err := scrapeGauges(ctx, s.cfg.MetricsURL, []string{gaugeGoroutines, GaugeQueued, GaugeLag})
 	if err != nil {
 		return err
 	}
@@ -511,7 +504,7 @@ func (s *sampler) sample(ctx context.Context, start time.Time) error {
 	}
 	cs, h := s.c.snapshot(), s.c.latency.Snapshot()
 	smp := SoakSample{
-		T: now.Sub(start).Seconds(), RSS: ps.RSS, BrokerRSS: brokerRSS, Goroutines: gor, QueuedBytes: g[gaugeQueued], Lag: g[gaugeLag],
+		T: now.Sub(start).Seconds(), RSS: ps.RSS, BrokerRSS: brokerRSS, Goroutines: gor, QueuedBytes: g[GaugeQueued], Lag: g[GaugeLag],
 		Open: openClients(s.clients), Gaps: cs.gaps, Errors: cs.errors,
 	}
 	if s.prevH != nil {

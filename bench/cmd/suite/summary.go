@@ -288,10 +288,10 @@ func capacityIssues(r *bench.Result) []string {
 		out = append(out, fmt.Sprintf("the load generator used %.0f%% of its core (the server may have waited for its reads)", 100*r.Loadgen.CPUShare))
 	}
 	span := backlogSpan.Seconds()
-	if lag, ok := r.Gauges["marketd_ingest_lag_records"]; ok && lag > max(minLagRecords, span*r.ProducedPerSec) {
+	if lag, ok := r.Gauges[bench.GaugeLag]; ok && lag > max(minLagRecords, span*r.ProducedPerSec) {
 		out = append(out, fmt.Sprintf("%.0f records not yet applied in Kafka at the end (marketd did not keep up)", lag))
 	}
-	if q, ok := r.Gauges["marketd_stream_queued_bytes"]; ok && q > span*r.WirePerSec {
+	if q, ok := r.Gauges[bench.GaugeQueued]; ok && q > span*r.WirePerSec {
 		out = append(out, fmt.Sprintf("%.1f MB in the client queues at the end (more than %v of the wire bytes: marketd or the clients did not keep up)", q/1e6, backlogSpan))
 	}
 	return out
@@ -319,8 +319,8 @@ func takeoverCell(r *bench.Result) string {
 
 // backlog is marketd's backlog at the end of r's window.
 func backlog(r *bench.Result) string {
-	lag, ok1 := r.Gauges["marketd_ingest_lag_records"]
-	q, ok2 := r.Gauges["marketd_stream_queued_bytes"]
+	lag, ok1 := r.Gauges[bench.GaugeLag]
+	q, ok2 := r.Gauges[bench.GaugeQueued]
 	if !ok1 && !ok2 {
 		return "–"
 	}
