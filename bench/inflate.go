@@ -317,17 +317,26 @@ func (c *inflateConn) readResponse() error {
 		return nil
 	}
 	c.handshaken = true
-	params := strings.Split(c.extensions, ";")
-	if strings.TrimSpace(params[0]) == "permessage-deflate" {
-		takeover := true
-		for _, p := range params[1:] {
-			if strings.TrimSpace(p) == "server_no_context_takeover" {
-				takeover = false
-			}
-		}
+	if deflate, takeover := deflateAnswer(c.extensions); deflate {
 		c.fl = newInflater(takeover, c.cache)
 	}
 	return nil
+}
+
+// deflateAnswer reads a server's Sec-WebSocket-Extensions answer to the
+// offer: whether it accepted permessage-deflate, and whether it then keeps
+// its context (no server_no_context_takeover).
+func deflateAnswer(answer string) (deflate, takeover bool) {
+	params := strings.Split(answer, ";")
+	if strings.TrimSpace(params[0]) != "permessage-deflate" {
+		return false, false
+	}
+	for _, p := range params[1:] {
+		if strings.TrimSpace(p) == "server_no_context_takeover" {
+			return true, false
+		}
+	}
+	return true, true
 }
 
 // readFrame reads one frame and appends what the reader gets of it to out:

@@ -348,6 +348,24 @@ func TestInflateConn(t *testing.T) {
 	}
 }
 
+func TestDeflateAnswer(t *testing.T) {
+	for _, tt := range []struct {
+		answer            string
+		deflate, takeover bool
+	}{
+		{"", false, false},
+		{"x-webkit-deflate-frame", false, false},
+		{"permessage-deflate", true, true},
+		{"permessage-deflate; client_no_context_takeover", true, true},
+		{"permessage-deflate; server_no_context_takeover; client_no_context_takeover", true, false},
+		{"permessage-deflate;server_no_context_takeover", true, false},
+	} {
+		if d, tk := deflateAnswer(tt.answer); d != tt.deflate || tk != tt.takeover {
+			t.Errorf("deflateAnswer(%q) = %v, %v; want %v, %v", tt.answer, d, tk, tt.deflate, tt.takeover)
+		}
+	}
+}
+
 // TestInflateConnErrors: a corrupt compressed message ends the connection
 // with errInflate; without the extension, frames go through untouched.
 func TestInflateConnErrors(t *testing.T) {

@@ -682,7 +682,7 @@ func closeAll(clients []*loadClient) {
 func deflateConns(ext map[string]int) int {
 	n := 0
 	for answer, conns := range ext {
-		if strings.HasPrefix(answer, "permessage-deflate") {
+		if deflate, _ := deflateAnswer(answer); deflate {
 			n += conns
 		}
 	}
@@ -696,7 +696,7 @@ func (r *Result) ContextTakeover() bool {
 		return false
 	}
 	for answer := range r.Extensions {
-		if !strings.HasPrefix(answer, "permessage-deflate") || strings.Contains(answer, "server_no_context_takeover") {
+		if _, takeover := deflateAnswer(answer); !takeover {
 			return false
 		}
 	}
