@@ -1075,7 +1075,7 @@ func (p *partition) reject(m *kafka.Message, re *RecordError) {
 	in := p.in
 	p.bad[re.Reason].Add(1)
 	if ok, suppressed := in.badLog.allow(re.Reason); ok {
-		in.log.Warn("feed: bad record skipped", "topic", in.cfg.Topic, "partition", p.id, "offset", m.Offset,
+		in.log.Log(context.Background(), in.quiet, "feed: bad record skipped", "topic", in.cfg.Topic, "partition", p.id, "offset", m.Offset,
 			"reason", re.Reason.String(), "err", re.Error(), "suppressed", suppressed)
 	}
 	if in.cfg.DisableDLQ {

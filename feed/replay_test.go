@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,8 +188,14 @@ func TestReplayTimeRange(t *testing.T) {
 		func(m *kafka.Message) bool { return m.Time.Before(first) },
 		func(m *kafka.Message) bool { return !m.Time.Before(first) && !m.Time.After(last) })
 
-	got, st := runReplay(t, ReplayConfig{Brokers: []string{br.Addr()}, Topic: "rt", From: from, To: to, FullReplay: true})
+	var logged lockedBuffer
+	got, st := runReplay(t, ReplayConfig{Brokers: []string{br.Addr()}, Topic: "rt", From: from, To: to, FullReplay: true,
+		Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	checkReplay(t, got, want)
+	// History's bad records are news for a replay, not warnings.
+	if lines := logged.String(); !strings.Contains(lines, `level=INFO msg="feed: bad record skipped"`) || strings.Contains(lines, "level=WARN") {
+		t.Errorf("want the bad records logged at info and no warning; the log:\n%s", lines)
+	}
 	var bad uint64
 	for _, m := range all {
 		if !m.Time.After(last) {
@@ -342,4 +350,22 @@ func TestReplayTiesByPartition(t *testing.T) {
 	if len(got.updates) < 2 || !strings.HasPrefix(got.updates[0], "BTC-USD") || !strings.HasPrefix(got.updates[len(got.updates)-1], "ETH-USD") {
 		t.Errorf("updates %v: want BTC-USD's (partition 0) then ETH-USD's", got.updates)
 	}
+}
+
+// lockedBuffer is a log's destination that several goroutines may write.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
