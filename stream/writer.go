@@ -94,19 +94,23 @@ func (c *client) pushLocked(it outItem) bool {
 
 // pushShared queues the frame of a shared message that fits the
 // connection. Called with the lock of the message's topic held (see
-// message.frame).
+// message.frame). Without context takeover the frame depends on the
+// message alone and is chosen (on first use, compressed) before c.mu is
+// taken; with it, it depends on what was queued before, so the choice and
+// the enqueue are one step under c.mu.
 func (c *client) pushShared(m *message) {
 	it := outItem{born: m.born, raw: len(m.plain)}
+	if !c.takeover {
+		it.frame = m.frame(c.deflateLimit, c.srv.cfg.CompressThreshold, &c.srv.stats.compressions)
+		c.push(it)
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return
 	}
-	if c.takeover {
-		it.frame = takeoverFrame(m, &c.hist, c.deflateLimit, &c.srv.stats.compressions)
-	} else {
-		it.frame = m.frame(c.deflateLimit, c.srv.cfg.CompressThreshold, &c.srv.stats.compressions)
-	}
+	it.frame = takeoverFrame(m, &c.hist, c.deflateLimit, &c.srv.stats.compressions)
 	c.pushLocked(it)
 }
 
