@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,7 +141,7 @@ func (f *inflater) decode(dst, msg []byte) ([]byte, error) {
 	start := len(dst)
 	for {
 		if cap(dst)-len(dst) < 512 {
-			dst = append(dst[:cap(dst)], make([]byte, max(4096, cap(dst)))...)[:len(dst)]
+			dst = slices.Grow(dst, max(4096, cap(dst)))
 		}
 		free := dst[len(dst):cap(dst)]
 		n, err := f.fr.Read(free)
@@ -397,6 +398,7 @@ func (c *inflateConn) readFrame() error {
 	if !fin {
 		return nil
 	}
+	c.msg = slices.Grow(c.msg, len(deflateTail)) // decode appends the tail in place
 	// Inflate after room for the longest header, then write the header
 	// just before the payload.
 	if cap(c.out) < maxFrameHeader {
@@ -432,10 +434,7 @@ func (c *inflateConn) readFrame() error {
 // readPayload appends the next n bytes of the socket to *dst.
 func (c *inflateConn) readPayload(dst *[]byte, n int) error {
 	l := len(*dst)
-	if cap(*dst)-l < n {
-		*dst = append((*dst)[:cap(*dst)], make([]byte, l+n-cap(*dst))...)
-	}
-	*dst = (*dst)[:l+n]
+	*dst = slices.Grow(*dst, n)[:l+n]
 	_, err := io.ReadFull(c.br, (*dst)[l:])
 	return err
 }
