@@ -162,13 +162,20 @@ func (m *message) frame(limit, threshold int, n *atomic.Uint64) []byte {
 func (m *message) statelessFrame(n *atomic.Uint64) []byte {
 	if m.deflated == nil {
 		n.Add(1)
-		buf := getBuf()
-		z := appendDeflate((*buf)[:0], m.payload(), nil)
-		m.deflated = newFrame(opText, true, z)
-		*buf = z
-		putBuf(buf)
+		m.deflated = newDeflatedFrame(m.payload(), nil)
 	}
 	return m.deflated
+}
+
+// newDeflatedFrame returns a new compressed text frame of p, which may
+// refer back into dict (see appendDeflate).
+func newDeflatedFrame(p, dict []byte) []byte {
+	buf := getBuf()
+	z := appendDeflate((*buf)[:0], p, dict)
+	f := newFrame(opText, true, z)
+	*buf = z
+	putBuf(buf)
+	return f
 }
 
 // bufPool holds scratch buffers for encoding and compressing.

@@ -135,11 +135,7 @@ func (m *message) contextFrame(h *history, k variantKey, n *atomic.Uint64) []byt
 	n.Add(1)
 	dict := getBuf()
 	*dict = h.appendDict((*dict)[:0], k)
-	buf := getBuf()
-	z := appendDeflate((*buf)[:0], m.payload(), *dict)
-	f := newFrame(opText, true, z)
-	*buf = z
-	putBuf(buf)
+	f := newDeflatedFrame(m.payload(), *dict)
 	putBuf(dict)
 	m.variants = append(m.variants, variant{key: k, frame: f})
 	return f
