@@ -101,3 +101,14 @@ func FreeAddr() (string, error) {
 	defer ln.Close()
 	return ln.Addr().String(), nil
 }
+
+// RaiseFileLimit lifts the soft limit on open files to the hard limit:
+// each client is a socket, and 10,000 clients need 10,000 descriptors in
+// the load generator and in the server. Children inherit the limit.
+func RaiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}

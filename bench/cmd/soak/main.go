@@ -109,7 +109,7 @@ func main() {
 
 // run runs the soak and writes its files; ok is the verdict.
 func run(ctx context.Context, cfg bench.SoakConfig, simRate int, out, bin, profiles string) (ok bool, err error) {
-	raiseFileLimit()
+	bench.RaiseFileLimit()
 	tmp, err := os.MkdirTemp("", "marketd-soak-")
 	if err != nil {
 		return false, err
@@ -337,16 +337,6 @@ func waitReady(ctx context.Context, p *bench.Process, url string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not ready after %v: %w", startTimeout, err)
 		}
-	}
-}
-
-// raiseFileLimit lifts the soft limit of open files to the hard one: each
-// client is a socket.
-func raiseFileLimit() {
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
-		l.Cur = l.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
 }
 

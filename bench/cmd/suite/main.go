@@ -175,7 +175,7 @@ func (s *suite) run(ctx context.Context, only string, ceiling bool) error {
 	if _, err := exec.LookPath("taskset"); err != nil {
 		return fmt.Errorf("taskset (util-linux) is needed to pin processes: %w", err)
 	}
-	raiseFileLimit()
+	bench.RaiseFileLimit()
 	if err := s.resolvePaths(); err != nil {
 		return err
 	}
@@ -359,17 +359,6 @@ func shellJoin(args []string) string {
 		}
 	}
 	return strings.Join(q, " ")
-}
-
-// raiseFileLimit lifts the soft limit on open files to the hard limit:
-// 10,000 clients need 10,000 descriptors in the load generator and in the
-// server. Children inherit it.
-func raiseFileLimit() {
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
-		l.Cur = l.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
 }
 
 func loadAvg() string {
