@@ -64,6 +64,18 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
+// appendStrings appends ss as a JSON array of strings.
+func appendStrings(dst []byte, ss []string) []byte {
+	dst = append(dst, '[')
+	for i, s := range ss {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, s)
+	}
+	return append(dst, ']')
+}
+
 // appendNum appends n as a JSON string holding its canonical decimal text.
 func appendNum(dst []byte, n book.Num) []byte {
 	dst = append(dst, '"')
@@ -280,14 +292,8 @@ func appendAck(dst []byte, id []byte, a *ackInfo) []byte {
 		dst = append(dst, '"')
 	}
 	if a.symbols != nil {
-		dst = append(dst, `,"symbols":[`...)
-		for i, s := range a.symbols {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendString(dst, s)
-		}
-		dst = append(dst, ']')
+		dst = append(dst, `,"symbols":`...)
+		dst = appendStrings(dst, a.symbols)
 	}
 	if a.symbol != "" {
 		dst = append(dst, `,"symbol":`...)

@@ -643,14 +643,8 @@ func (r *replay) appendNotice(dst []byte, code string, symbol []byte, joined, ms
 		dst = append(dst, `,"symbol":`...)
 		dst = append(dst, symbol...)
 	} else {
-		dst = append(dst, `,"symbols":[`...)
-		for i, s := range r.syms {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendString(dst, s)
-		}
-		dst = append(dst, ']')
+		dst = append(dst, `,"symbols":`...)
+		dst = appendStrings(dst, r.syms)
 	}
 	if joined != "" {
 		dst = append(dst, `,"joined":"`...)

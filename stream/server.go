@@ -336,15 +336,7 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveSymbols(w http.ResponseWriter, r *http.Request) {
 	syms := slices.Clone(s.cfg.Books.Symbols())
 	slices.Sort(syms)
-	b := []byte{'['}
-	for i, sym := range syms {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, sym)
-	}
-	b = append(b, ']', '\n')
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, append(appendStrings(nil, syms), '\n'))
 }
 
 func (s *Server) serveBook(w http.ResponseWriter, r *http.Request) {
