@@ -79,7 +79,7 @@ func (s *summary) markdown() string {
 	p("*Others on CPU 0* is the share of the server's core that other processes (other engineers' jobs) took during the window: the disturbance of that run. ")
 	p("*Deliveries/s* is what the clients received; *per core* is deliveries per second of server CPU (deliveries / CPU-seconds), the capacity of one core when the server did not use all of its core; the ratio is marketd/peer of that capacity. ")
 	p("A per-core figure marked %s is not a capacity: the load generator was saturated (over %.0f%% of its core: the server waited for its reads), or a backlog was left at the end of the window (more than %v of the offered records in Kafka, or of the wire bytes in marketd's client queues: the server did not keep up, or its queues filled behind slow readers, and a delivery from a full queue costs less than one in the steady state); the warnings below say which.\n\n",
-		notCapacity, 100*loadSaturated, backlogSpan)
+		notCapacity, 100*bench.SaturatedShare, backlogSpan)
 	p("| scenario | clients | records/s | deliveries/s marketd | deliveries/s peer | per core marketd | per core peer | marketd/peer per core | p50 / p99 / p99.9 ms marketd | p50 / p99 / p99.9 ms peer | server CPU marketd / peer | write syscalls per delivery marketd / peer | gaps / notices marketd | backlog at the end marketd: Kafka lag (records) / client queues (KB) | others on CPU 0 marketd / peer |\n")
 	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, sc := range scenarios {
@@ -263,9 +263,6 @@ func (s *summary) markdown() string {
 const (
 	// notCapacity marks a per-core figure that is not a capacity.
 	notCapacity = "⚠"
-	// loadSaturated is the load generator's CPU share above which the
-	// server may have waited for it.
-	loadSaturated = 0.9
 	// backlogSpan is the backlog, in time of the offered load, that
 	// says a server did not keep up.
 	backlogSpan = 100 * time.Millisecond
@@ -284,7 +281,7 @@ func capacityIssues(r *bench.Result) []string {
 		return nil
 	}
 	var out []string
-	if r.Loadgen.CPUShare > loadSaturated {
+	if r.Loadgen.CPUShare > bench.SaturatedShare {
 		out = append(out, fmt.Sprintf("the load generator used %.0f%% of its core (the server may have waited for its reads)", 100*r.Loadgen.CPUShare))
 	}
 	span := backlogSpan.Seconds()
