@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -237,31 +238,29 @@ func (s *Server) stopReplays(c *client, ch channel, syms []string) {
 	list := append([]*replay(nil), s.replays.byClient[c]...)
 	s.replays.mu.Unlock()
 	for _, r := range list {
-		if r.ch != ch || !r.names(syms) {
-			continue
-		}
-		r.mu.Lock()
-		r.stopped = true
-		members := r.members
-		r.members = nil
-		r.mu.Unlock()
-		r.cancel()
-		for _, m := range members {
-			s.hub.leave(m)
+		if r.ch == ch && r.names(syms) {
+			r.stop()
 		}
 	}
 }
 
 // names reports whether r replays any of syms.
 func (r *replay) names(syms []string) bool {
-	for _, a := range syms {
-		for _, b := range r.syms {
-			if a == b {
-				return true
-			}
-		}
+	return slices.ContainsFunc(syms, func(s string) bool { return slices.Contains(r.syms, s) })
+}
+
+// stop ends r: nothing more of it is queued once stop returns, its
+// goroutine is told to end, and the live memberships it joined are left.
+func (r *replay) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	members := r.members
+	r.members = nil
+	r.mu.Unlock()
+	r.cancel()
+	for _, m := range members {
+		r.c.srv.hub.leave(m)
 	}
-	return false
 }
 
 // run is the replay's goroutine.
@@ -313,24 +312,10 @@ func (r *replay) release() {
 // finish releases everything the replay holds.
 func (r *replay) finish() {
 	r.release()
-	r.cancel()
-	r.mu.Lock()
-	r.stopped = true
-	members := r.members
-	r.members = nil
-	r.mu.Unlock()
-	for _, m := range members {
-		r.c.srv.hub.leave(m)
-	}
+	r.stop()
 	set := &r.c.srv.replays
 	set.mu.Lock()
-	list := set.byClient[r.c]
-	for i, x := range list {
-		if x == r {
-			list = append(list[:i], list[i+1:]...)
-			break
-		}
-	}
+	list := slices.DeleteFunc(set.byClient[r.c], func(x *replay) bool { return x == r })
 	if len(list) == 0 {
 		delete(set.byClient, r.c)
 	} else {
@@ -402,7 +387,7 @@ func (r *replay) Begin(books []ReplayStart) error {
 	var buf []byte
 	for _, rb := range books {
 		sym := rb.Book.Symbol()
-		if !r.names([]string{sym}) {
+		if !slices.Contains(r.syms, sym) {
 			continue
 		}
 		e := r.encoder(sym)
