@@ -98,6 +98,9 @@
 // the records before the range silently (from checkpoints taken before the
 // range when they exist), then hands each update of the range to a
 // ReplayHandler, all partitions merged by record time, then partition.
+// ReplayLive then reads on with new fetchers, from the end of the range,
+// applying the records as they come, until its LiveHandler says it has
+// caught up with the live stream.
 //
 // # The embedded broker
 //

@@ -653,8 +653,9 @@ type partition struct {
 	err   error // the last connection error
 }
 
-// chunk is a run of fetched records, at most chunkRecords.
+// chunk is a run of fetched records of p, at most chunkRecords.
 type chunk struct {
+	p    *partition
 	msgs []kafka.Message
 }
 
@@ -689,7 +690,7 @@ func newPartition(in *Ingester, id int) *partition {
 	p.hwm.Store(-1)
 	p.startHWM.Store(-1)
 	for range chunksInFlight + 1 {
-		p.free <- &chunk{}
+		p.free <- &chunk{p: p}
 	}
 	return p
 }

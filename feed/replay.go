@@ -103,8 +103,8 @@ type ReplayBook struct {
 
 // ReplayHandler receives a replay. Replay calls its methods from one
 // goroutine, in this order: Begin once, Update for each applied record of
-// the range, End once. An error from any of them stops the replay, and
-// Replay returns it.
+// the range, End once (ReplayLive then goes on: see LiveHandler). An error
+// from any of them stops the replay, and Replay returns it.
 type ReplayHandler interface {
 	// Begin gets the books as they are at the start of the range (before
 	// its first record), sorted by symbol: the symbols' state when the
@@ -118,12 +118,26 @@ type ReplayHandler interface {
 	End(books []ReplayBook) error
 }
 
+// LiveHandler is a ReplayHandler that also follows the topic past the
+// range (ReplayLive).
+type LiveHandler interface {
+	ReplayHandler
+	// CaughtUp is called after End each time the replay has applied every
+	// record fetched so far, and every liveRetry while none come; the
+	// replay ends, returning nil, once it reports true.
+	CaughtUp(ctx context.Context) (bool, error)
+}
+
+// liveRetry is how often ReplayLive asks CaughtUp again while no record
+// comes (the handler's live books may lag behind the replay's).
+const liveRetry = 20 * time.Millisecond
+
 // ReplayStats says what Replay read.
 type ReplayStats struct {
 	// Ranges holds, per partition read, what was read.
 	Ranges []ReplayRange
-	// Records counts the records read, before and in the range; Updates
-	// the updates handed to the handler.
+	// Records counts the records read, before and in the range (and past
+	// it, with ReplayLive); Updates the updates handed to the handler.
 	Records, Updates uint64
 	// Restored is the number of books restored from checkpoints.
 	Restored uint64
@@ -165,6 +179,22 @@ type ReplayRange struct {
 // offset that does not exist, a broker that does not answer), h's error,
 // or ctx's. It writes nothing to Kafka: no dead letters, no checkpoints.
 func Replay(ctx context.Context, cfg ReplayConfig, h ReplayHandler) (ReplayStats, error) {
+	return replay(ctx, cfg, h, nil)
+}
+
+// ReplayLive replays cfg's range as Replay does, then reads on, in each
+// partition from the end of its range: it applies the records as they come
+// (in offset order per partition, the partitions as their records arrive),
+// hands each update of the selected symbols to h.Update, and calls
+// h.CaughtUp whenever it has applied every record fetched so far, until
+// CaughtUp reports true. Past the range the fetchers reconnect, with
+// backoff, as the live path's do.
+func ReplayLive(ctx context.Context, cfg ReplayConfig, h LiveHandler) (ReplayStats, error) {
+	return replay(ctx, cfg, h, h)
+}
+
+// replay is Replay, and ReplayLive when live is set.
+func replay(ctx context.Context, cfg ReplayConfig, h ReplayHandler, live LiveHandler) (ReplayStats, error) {
 	var st ReplayStats
 	if err := cfg.Validate(); err != nil {
 		return st, fmt.Errorf("replay config: %w", err)
@@ -236,6 +266,10 @@ func Replay(ctx context.Context, cfg ReplayConfig, h ReplayHandler) (ReplayStats
 		m.cursors = append(m.cursors, &cursor{p: p, from: from[p]})
 	}
 	err = m.run()
+	if err == nil && live != nil {
+		wg.Wait() // the range's fetchers, done: each closed its chunks
+		err = m.follow(live, &wg)
+	}
 	s := in.Stats()
 	st.Records, st.Updates, st.Restored, st.Stale, st.Bad = s.Records, m.updates, s.Restored, s.Stale, s.Bad
 	return st, err
@@ -423,19 +457,61 @@ func (m *merge) phase(inRange bool) error {
 			return nil
 		}
 		best.i++
-		p := best.p
-		b, err := p.decodeApply(bm)
-		p.records.Add(1)
-		p.next.Store(bm.Offset + 1)
-		if err != nil {
-			p.rejectRecord(bm, err)
-			continue
+		if err := m.apply(best.p, bm, inRange); err != nil {
+			return err
 		}
-		if inRange && (m.only == nil || m.only[b.Symbol()]) {
-			m.updates++
-			if err := m.h.Update(b.LastUpdate()); err != nil {
+	}
+}
+
+// apply applies the record r of p and, with hand, hands its update to
+// the handler if its symbol is selected. It returns the handler's error.
+func (m *merge) apply(p *partition, r *kafka.Message, hand bool) error {
+	b, err := p.decodeApply(r)
+	p.records.Add(1)
+	p.next.Store(r.Offset + 1)
+	if err != nil {
+		p.rejectRecord(r, err)
+		return nil
+	}
+	if !hand || (m.only != nil && !m.only[b.Symbol()]) {
+		return nil
+	}
+	m.updates++
+	return m.h.Update(b.LastUpdate())
+}
+
+// follow is ReplayLive past the range: it starts a fetcher per partition
+// from the end of its range, in wg, all handing their chunks over one
+// channel (each partition's in order), and applies them until h.CaughtUp
+// reports true. The range's fetchers must be done.
+func (m *merge) follow(h LiveHandler, wg *sync.WaitGroup) error {
+	chunks := make(chan *chunk, chunksInFlight*len(m.cursors))
+	for _, cu := range m.cursors {
+		p := cu.p
+		p.start, p.end, p.chunks = p.end, -1, chunks
+		wg.Go(func() { p.fetch(m.ctx) })
+	}
+	retry := time.NewTicker(liveRetry)
+	defer retry.Stop()
+	for {
+		if len(chunks) == 0 {
+			if joined, err := h.CaughtUp(m.ctx); err != nil || joined {
 				return err
 			}
+		}
+		select {
+		case c := <-chunks:
+			var err error
+			for i := 0; i < len(c.msgs) && err == nil; i++ {
+				err = m.apply(c.p, &c.msgs[i], true)
+			}
+			c.p.free <- c
+			if err != nil {
+				return err
+			}
+		case <-retry.C:
+		case <-m.ctx.Done():
+			return m.ctx.Err()
 		}
 	}
 }

@@ -352,6 +352,97 @@ func TestReplayTiesByPartition(t *testing.T) {
 	}
 }
 
+// liveLog is a replayLog for ReplayLive: at its first CaughtUp it calls
+// more (which may produce records past the range and set want), and it
+// reports caught up once it has want updates.
+type liveLog struct {
+	replayLog
+	more  func(l *liveLog)
+	want  int
+	atEnd int // the updates handed over before End
+	calls int
+}
+
+func (l *liveLog) End(books []ReplayBook) error {
+	l.atEnd = len(l.updates)
+	return l.replayLog.End(books)
+}
+
+func (l *liveLog) CaughtUp(context.Context) (bool, error) {
+	if l.calls++; l.calls == 1 {
+		l.more(l)
+	}
+	return l.want > 0 && len(l.updates) >= l.want, nil
+}
+
+// bySymbol groups formatted updates by their symbol, each in its order.
+func bySymbol(updates []string) map[string][]string {
+	out := map[string][]string{}
+	for _, u := range updates {
+		sym, _, _ := strings.Cut(u, " ")
+		out[sym] = append(out[sym], u)
+	}
+	return out
+}
+
+// TestReplayLive: ReplayLive hands over the range in time order, then the
+// records produced after it as they come (in order per symbol), with the
+// same books and code, until its handler has caught up; past the range too,
+// a symbol's record in another partition than its book's is rejected, and
+// the handler's error stops the replay.
+func TestReplayLive(t *testing.T) {
+	br := startBroker(t, BrokerConfig{Topics: []string{"rl"}, Partitions: 4})
+	addr := br.Addr()
+	sim := newSimulator(SimConfig{Seed: 11, BadEvery: 40})
+	produce(t, addr, "rl", compress.None, false, simRecords(sim, replayT0, 1500)...)
+	from := replayT0.Add(time.Second)
+	cfg := ReplayConfig{Brokers: []string{addr}, Topic: "rl", From: from, Logger: testLogger(t)}
+	var want *replayLog
+	l := &liveLog{more: func(l *liveLog) {
+		// More of the market, then in partition 2 (empty so far) a record
+		// of BTC-USD, whose book is in partition 1, and a book of its own.
+		produce(t, addr, "rl", compress.None, false, simRecords(sim, replayT0.Add(1500*time.Millisecond), 1500)...)
+		produce(t, addr, "rl", compress.None, true, append([]kafka.Message{
+			rec("BTC-USD", 2, `{"type":"cancel","symbol":"BTC-USD","order_id":"o1"}`)}, orderFlow("ZZZ-USD", 2)...)...)
+		want = replayModel(t, readAll(t, addr, "rl"), nil,
+			func(m *kafka.Message) bool { return m.Time.Before(from) },
+			func(m *kafka.Message) bool { return !m.Time.Before(from) })
+		l.want = len(want.updates)
+	}}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	st, err := ReplayLive(ctx, cfg, l)
+	if err != nil {
+		t.Fatalf("ReplayLive: %v (%d updates of %d)", err, len(l.updates), l.want)
+	}
+	if !slices.Equal(l.begin, want.begin) {
+		t.Errorf("books at the start:\n%v\nwant\n%v", l.begin, want.begin)
+	}
+	if l.atEnd == 0 || len(l.updates) != l.want || !slices.Equal(l.updates[:l.atEnd], want.updates[:l.atEnd]) {
+		t.Fatalf("%d updates, %d of them in the range; want %d, the range's in time order", len(l.updates), l.atEnd, l.want)
+	}
+	got, exp := bySymbol(l.updates), bySymbol(want.updates)
+	if len(exp["ZZZ-USD"]) == 0 || len(got) != len(exp) {
+		t.Errorf("updates of %d symbols, want %d with ZZZ-USD's", len(got), len(exp))
+	}
+	for sym, us := range exp {
+		if !slices.Equal(got[sym], us) {
+			t.Errorf("%s: %d updates, want %d, the same", sym, len(got[sym]), len(us))
+		}
+	}
+	if n := st.Bad[ReasonWrongPartition.String()]; n != 1 {
+		t.Errorf("%d records rejected for their partition, want 1", n)
+	}
+
+	// The handler's error past the range stops the replay.
+	stop := &liveLog{replayLog: replayLog{stopAfter: len(l.updates) + 5}, more: func(*liveLog) {
+		produce(t, addr, "rl", compress.None, false, simRecords(sim, replayT0.Add(3000*time.Millisecond), 100)...)
+	}}
+	if _, err := ReplayLive(ctx, cfg, stop); !errors.Is(err, errStopReplay) || stop.atEnd != len(l.updates) {
+		t.Errorf("err = %v after %d updates (%d in the range), want errStopReplay after %d", err, len(stop.updates), stop.atEnd, stop.stopAfter)
+	}
+}
+
 // lockedBuffer is a log's destination that several goroutines may write.
 type lockedBuffer struct {
 	mu  sync.Mutex
