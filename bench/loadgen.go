@@ -171,6 +171,15 @@ func checkLoopback(hostport string) error {
 // SymbolName returns the name of symbol i of the universe.
 func SymbolName(i int) string { return fmt.Sprintf("SYM%02d", i) }
 
+// symbolUniverse returns the names of the first n symbols of the universe.
+func symbolUniverse(n int) []string {
+	u := make([]string, n)
+	for i := range u {
+		u[i] = SymbolName(i)
+	}
+	return u
+}
+
 // Result is what one load run measured. Rates are per second of the
 // measurement window; the JSON form is what bench/results/*.json hold.
 type Result struct {
@@ -241,6 +250,11 @@ type Latency struct {
 	P99   int64 `json:"p99"`
 	P999  int64 `json:"p999"`
 	Max   int64 `json:"max"`
+}
+
+// latencyOf returns the percentiles of the latencies recorded in h.
+func latencyOf(h *HistSnapshot) Latency {
+	return Latency{Count: h.Count(), P50: h.Quantile(0.5), P99: h.Quantile(0.99), P999: h.Quantile(0.999), Max: h.Max()}
 }
 
 // ServerStats are the target's /proc counters over the run.
@@ -335,10 +349,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	universe := make([]string, cfg.Symbols)
-	for i := range universe {
-		universe[i] = SymbolName(i)
-	}
+	universe := symbolUniverse(cfg.Symbols)
 	res := &Result{
 		Started: time.Now().UTC(), Clients: cfg.Clients, Mix: mix.String(), Symbols: cfg.Symbols,
 		Hot: cfg.Hot, Rate: cfg.Rate, Compress: cfg.Compress,
@@ -388,14 +399,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	// Produce through the warm-up and the window.
-	prodCtx, stopProd := context.WithCancel(ctx)
-	var prodErr error
-	var prodWG sync.WaitGroup
-	prodWG.Go(func() { prodErr = prod.Run(prodCtx, cfg.Rate) })
-	stopProducer := func() {
-		stopProd()
-		prodWG.Wait()
-	}
+	stopProducer := prod.start(ctx, cfg.Rate)
 	defer stopProducer()
 
 	select {
@@ -453,8 +457,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			res.Warnings = append(res.Warnings, err.Error())
 		}
 	}
-	stopProducer()
-	if prodErr != nil {
+	if prodErr := stopProducer(); prodErr != nil {
 		res.Warnings = append(res.Warnings, "producer: "+prodErr.Error())
 	} else if err := prod.LastError(); err != nil {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("producer: %d failed requests (retried), the last: %v", prod.Errors.Load(), err))
@@ -480,8 +483,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.PayloadPerMsg = float64(d.payload) / float64(d.deliveries)
 		res.WirePerMsg = float64(d.wireRead) / float64(d.deliveries)
 	}
-	h := c.latency.Snapshot()
-	res.Latency = Latency{Count: h.Count(), P50: h.Quantile(0.5), P99: h.Quantile(0.99), P999: h.Quantile(0.999), Max: h.Max()}
+	res.Latency = latencyOf(c.latency.Snapshot())
 	res.Gaps, res.Notices, res.Conflated, res.Errors, res.Unreadable = d.gaps, d.notices, d.conflated, d.errors, d.bad
 	c.mu.Lock()
 	if len(c.closeCodes) > 0 {

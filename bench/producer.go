@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -345,6 +346,20 @@ func (p *Producer) Run(ctx context.Context, rate int) error {
 		}
 		failingSince = time.Time{}
 	}
+}
+
+// start runs Run at rate on a goroutine of its own; stop cancels it,
+// waits for it and returns Run's error, at every call.
+func (p *Producer) start(ctx context.Context, rate int) (stop func() error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var err error
+	var wg sync.WaitGroup
+	wg.Go(func() { err = p.Run(ctx, rate) })
+	return sync.OnceValue(func() error {
+		cancel()
+		wg.Wait()
+		return err
+	})
 }
 
 // send writes each partition's records in one produce request.

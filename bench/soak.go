@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -283,10 +282,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("soak: %w", err)
 	}
-	universe := make([]string, cfg.Symbols)
-	for i := range universe {
-		universe[i] = SymbolName(i)
-	}
+	universe := symbolUniverse(cfg.Symbols)
 	res := &SoakResult{
 		Started: time.Now().UTC(), Clients: cfg.Clients, Mix: mix.String(), Symbols: cfg.Symbols, Extra: cfg.Extra,
 		Rate: cfg.Rate, Hot: cfg.Hot, Compress: cfg.Compress, Duration: cfg.Duration.Seconds(),
@@ -315,14 +311,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 		res.Failures = append(res.Failures, fmt.Sprintf("only %d of %d clients got every subscription acknowledged", res.Ready, cfg.Clients))
 	}
 
-	prodCtx, stopProd := context.WithCancel(ctx)
-	var prodErr error
-	var prodWG sync.WaitGroup
-	prodWG.Go(func() { prodErr = prod.Run(prodCtx, cfg.Rate) })
-	stopProducer := func() {
-		stopProd()
-		prodWG.Wait()
-	}
+	stopProducer := prod.start(ctx, cfg.Rate)
 	defer stopProducer()
 	select {
 	case <-time.After(cfg.Warmup):
@@ -367,7 +356,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	}
 	c.measuring.Store(false)
 	window := time.Since(start).Seconds()
-	stopProducer()
+	prodErr := stopProducer()
 
 	d := c.snapshot().sub(c0)
 	res.Samples = s.samples
@@ -375,8 +364,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	res.ProducedPerSec = float64(res.Produced) / window
 	res.ProduceSkipped = prod.Skipped.Load()
 	res.Deliveries = d.deliveries
-	h := c.latency.Snapshot()
-	res.Latency = Latency{Count: h.Count(), P50: h.Quantile(0.5), P99: h.Quantile(0.99), P999: h.Quantile(0.999), Max: h.Max()}
+	res.Latency = latencyOf(c.latency.Snapshot())
 	res.Gaps, res.Errors, res.Unreadable = d.gaps, d.errors, d.bad
 	res.Disconnects = len(clients) - openClients(clients)
 	c.mu.Lock()
