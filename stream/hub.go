@@ -306,10 +306,7 @@ func (h *Hub) joinBook(c *client, b *book.Book, view int, iv interval, resume *u
 			exact = true // nothing missed
 		} else if i, ok := g.ring.after(*resume); ok {
 			exact = true
-			for ; i < g.ring.len(); i++ {
-				m := h.updateMessage(g, g.ring.at(i), 0) // a replay: no publish latency
-				c.pushShared(m)
-			}
+			h.pushRing(c, g, i)
 		}
 	}
 	if !exact {
@@ -318,6 +315,15 @@ func (h *Hub) joinBook(c *client, b *book.Book, view int, iv interval, resume *u
 	m := g.add(c)
 	m.explicit = true
 	return m, exact
+}
+
+// pushRing queues on c the updates of g's ring from index i on: what c
+// missed of g's stream (no publish latency: they are not new). Called with
+// g's topic locked.
+func (h *Hub) pushRing(c *client, g *group, i int) {
+	for ; i < g.ring.len(); i++ {
+		c.pushShared(h.updateMessage(g, g.ring.at(i), 0))
+	}
 }
 
 // joinTicker subscribes c to the ticker of b's symbol and queues the

@@ -537,11 +537,11 @@ func (r *replay) join(b *book.Book, final bool) bool {
 	e := r.encs[sym]
 	var m *member
 	exact := true
-	var bridge []*update
 	switch r.ch {
 	case chanBook:
 		_, view, _ := depthOf(&r.depth)
 		g := h.bookGroup(t, view, ivRaw, b.Seq())
+		bridge := g.ring.len() // the ring entries from here on bridge the gap: none yet
 		switch {
 		case e == nil:
 			exact = false // nothing replayed: the stream starts with a snapshot
@@ -554,9 +554,7 @@ func (r *replay) join(b *book.Book, final bool) bool {
 			g.lastSeq = e.bookSeq
 		default:
 			if i, ok := g.ring.after(e.bookSeq); ok {
-				for ; i < g.ring.len(); i++ {
-					bridge = append(bridge, g.ring.at(i))
-				}
+				bridge = i
 			} else if !final {
 				return false
 			} else {
@@ -564,9 +562,7 @@ func (r *replay) join(b *book.Book, final bool) bool {
 			}
 		}
 		c.pushOwn(r.appendNotice(nil, "replay_live", t.quoted, joinedName(exact), "the replay joined the live stream"))
-		for _, u := range bridge {
-			c.pushShared(h.updateMessage(g, u, 0))
-		}
+		h.pushRing(c, g, bridge)
 		if !exact {
 			c.pushSnapshot(t, g, b)
 		}
