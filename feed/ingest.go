@@ -334,16 +334,12 @@ func (in *Ingester) Run(ctx context.Context) error {
 // partitionEnd returns p's high watermark: a checkpoint past it belongs
 // to another topic of the same name (deleted and created again).
 func (in *Ingester) partitionEnd(ctx context.Context, p *partition) (int64, error) {
-	var err error
-	for attempt := range len(in.cfg.Brokers) {
-		var conn *kafka.Conn
-		var last int64
-		if conn, _, last, err = p.connect(ctx, attempt); err == nil {
-			conn.Close()
-			return last, nil
-		}
+	conn, _, last, err := p.connectAny(ctx)
+	if err != nil {
+		return 0, err
 	}
-	return 0, err
+	conn.Close()
+	return last, nil
 }
 
 // discover returns the partitions to read: the configured ones, or all of
@@ -909,6 +905,17 @@ func (p *partition) connect(ctx context.Context, attempt int) (conn *kafka.Conn,
 		return nil, 0, 0, fmt.Errorf("read offsets of %s/%d: %w", cfg.Topic, p.id, err)
 	}
 	return conn, first, last, nil
+}
+
+// connectAny is connect through each bootstrap broker in turn, once, until
+// one answers; it returns the last one's error when none does.
+func (p *partition) connectAny(ctx context.Context) (conn *kafka.Conn, first, last int64, err error) {
+	for attempt := range len(p.in.cfg.Brokers) {
+		if conn, first, last, err = p.connect(ctx, attempt); err == nil {
+			break
+		}
+	}
+	return conn, first, last, err
 }
 
 // apply is the apply loop: the only goroutine that touches the partition's

@@ -309,15 +309,7 @@ func (in *Ingester) replayPartitions(ctx context.Context, cfg ReplayConfig) ([]i
 // replayRange returns where p's records begin (first), and the offsets
 // [from, end) of the range in p.
 func (in *Ingester) replayRange(ctx context.Context, p *partition, cfg ReplayConfig) (first, from, end int64, err error) {
-	var (
-		conn *kafka.Conn
-		last int64
-	)
-	for attempt := range len(in.cfg.Brokers) {
-		if conn, first, last, err = p.connect(ctx, attempt); err == nil {
-			break
-		}
-	}
+	conn, first, last, err := p.connectAny(ctx)
 	if err != nil {
 		return 0, 0, 0, err
 	}
