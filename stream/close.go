@@ -100,6 +100,20 @@ func (r CloseReason) frame() []byte {
 	return nil
 }
 
+// errorCodeReason returns the reason of a close code with which gws ends
+// a connection on the client's error, 0 for another code.
+func errorCodeReason(code uint16) CloseReason {
+	switch code {
+	case codeProtocolError:
+		return CloseProtocolError
+	case codeInvalidData:
+		return CloseInvalidUTF8
+	case codeTooBig:
+		return CloseTooBig
+	}
+	return 0
+}
+
 // statusCoder is what gws's internal close status type implements.
 type statusCoder interface{ Uint16() uint16 }
 
@@ -116,13 +130,8 @@ func reasonOf(err error) CloseReason {
 	case errors.Is(err, gws.ErrTextEncoding):
 		return CloseInvalidUTF8
 	case errors.As(err, &sc):
-		switch sc.Uint16() {
-		case codeTooBig:
-			return CloseTooBig
-		case codeInvalidData:
-			return CloseInvalidUTF8
-		case codeProtocolError:
-			return CloseProtocolError
+		if r := errorCodeReason(sc.Uint16()); r != 0 {
+			return r
 		}
 	case errors.Is(err, net.ErrClosed):
 		return CloseNetError

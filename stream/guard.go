@@ -184,13 +184,8 @@ func gwsCloseReason(f []byte) CloseReason {
 	if len(f) < 4 || f[0]&0x0f != opClose || f[1]&0x7f < 2 {
 		return CloseByClient
 	}
-	switch binary.BigEndian.Uint16(f[2:4]) {
-	case codeProtocolError:
-		return CloseProtocolError
-	case codeInvalidData:
-		return CloseInvalidUTF8
-	case codeTooBig:
-		return CloseTooBig
+	if r := errorCodeReason(binary.BigEndian.Uint16(f[2:4])); r != 0 {
+		return r
 	}
 	return CloseByClient // the client's close echoed, or the end of its bytes
 }
