@@ -108,7 +108,8 @@ func (s *HistSnapshot) Quantile(q float64) int64 {
 	return histValue(histBuckets - 1)
 }
 
-// Max returns the upper value of the highest non-empty bucket.
+// Max returns the value of the highest non-empty bucket (its midpoint, as
+// Quantile's), in microseconds.
 func (s *HistSnapshot) Max() int64 {
 	for i := histBuckets - 1; i >= 0; i-- {
 		if s.counts[i] > 0 {

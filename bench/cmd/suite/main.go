@@ -42,7 +42,7 @@ import (
 )
 
 // Pinning and timeouts. Servers listen on free loopback ports chosen per
-// run (freeAddr), so that the suite never measures someone else's server.
+// run (bench.FreeAddr), so that the suite never measures someone else's server.
 const (
 	serverCPU    = "0"
 	loadCPU      = "1"
@@ -83,22 +83,28 @@ var scenarios = []scenario{
 	{Name: "lat-1k-100", Desc: "1,000 subscribers of one book at 100 records/s (~100k deliveries/s): latency", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 100},
 	{Name: "lat-1k-300", Desc: "1,000 subscribers of one book at 300 records/s (~300k deliveries/s): latency", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 300},
 	// The latency goal's rate with the fan-out of each update ten times
-	// smaller: 100 writes of one update take ~0.6 ms of one core where
-	// 1,000 take 4.5-8 ms (one write syscall each at 100 records/s).
+	// smaller. At these rates each delivery is a write syscall of its own,
+	// 4-6 µs at the loopback ceiling (1 message per write in
+	// bench/results/ceiling.json, written by bench/run.sh): the 100th
+	// client of an update is reached after 0.4-0.6 ms of one core, the
+	// 1,000th after 4-6 ms.
 	{Name: "lat-100-1k", Desc: "100 subscribers of one book at 1,000 records/s (~92k deliveries/s): latency", Clients: 100, Mix: "book:@1:10", Symbols: 1, Rate: 1000},
 	{Name: "ticker-10k", Desc: "10,000 clients over 50 symbols, one ticker each, 2,000 records/s", Clients: 10000, Mix: "ticker:@1", Symbols: 50, Rate: 2000},
 	{Name: "mixed", Desc: "3,000 clients, mix " + mixed + ", 50 symbols, 30% of 2,000 records/s on SYM00", Clients: 3000, Mix: mixed, Symbols: 50, Hot: 0.3, Rate: 2000},
 	{Name: "idle-10k", Desc: "10,000 idle connections: memory only", Clients: 10000, Mix: "idle", Symbols: 1, Rate: 0, Window: time.Second, Warmup: 100 * time.Millisecond},
 	{Name: "z-lat-1k-100", Desc: "lat-1k-100 with permessage-deflate", Clients: 1000, Mix: "book:@1:10", Symbols: 1, Rate: 100, Compress: true, Takeover: true},
-	// z-sat-1k, 1,000 compressed clients at 600 records/s, measured the
-	// load generator: below saturation a server writes a frame or two per
-	// syscall to each of 1,000 clients, so the load generator reads one
-	// frame per read (two syscalls, ~3 µs here) besides inflating it; from
-	// 350 to 600 records/s it used 92-98 % of its core whatever the server
-	// did. With 100 clients each read carries several frames: at 4,000
-	// records/s the load generator used 75 % of its core with takeover
-	// (and about as much without, inflations shared), marketd kept up at
-	// ~55 % of its own, and its CPU per delivery is its compressed cost.
+	// z-sat-1k, 1,000 compressed clients, measured the load generator:
+	// below saturation a server writes a frame or two per syscall to each
+	// of 1,000 clients, so the load generator reads one frame per read
+	// besides inflating it, and it used 92-98 % of its core at every rate
+	// tried from 350 to 600 records/s whatever the server did (runs of
+	// -only z-sat-1k reported in commit 7a17af4, which replaced it). With
+	// 100 clients each read carries several frames: in the run of
+	// bench/results/z-sat-100-*.json (bench/run.sh; each file holds its
+	// loadgen command) the load generator used 62-66 % of its core against
+	// marketd with and without takeover (inflations shared without), and
+	// marketd kept up at 47-49 % of its own: its CPU per delivery is its
+	// compressed cost.
 	{Name: "z-sat-100", Desc: "100 subscribers of one symbol's book deltas with permessage-deflate, offered ~0.37M deliveries/s", Clients: 100, Mix: "book:@1:10", Symbols: 1, Rate: 4000, Compress: true, Takeover: true},
 }
 
@@ -511,13 +517,12 @@ func (s *suite) runOne(ctx context.Context, sc scenario, t string, rep int) (*be
 		return nil, err
 	}
 	defer p.Stop(stopTimeout)
-	brokers := brokerAddr
 	window := sc.Window
 	if window == 0 {
 		window = s.window
 	}
 	jsonPath := filepath.Join(s.bin, fmt.Sprintf("%s.%d.json", name, rep))
-	args := []string{"-url", url, "-brokers", brokers, "-clients", strconv.Itoa(sc.Clients), "-mix", sc.Mix,
+	args := []string{"-url", url, "-brokers", brokerAddr, "-clients", strconv.Itoa(sc.Clients), "-mix", sc.Mix,
 		"-symbols", strconv.Itoa(sc.Symbols), "-hot", strconv.FormatFloat(sc.Hot, 'g', -1, 64),
 		"-rate", strconv.Itoa(sc.Rate), "-duration", window.String(), "-pid", strconv.Itoa(p.Pid()), "-server-cpu", serverCPU,
 		"-scenario", sc.Name, "-target", t, "-o", jsonPath}
