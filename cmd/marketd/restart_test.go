@@ -69,6 +69,9 @@ func TestTradeChainAcrossRestart(t *testing.T) {
 		msgs = append(msgs, kafka.Message{Key: []byte(s), Value: fmt.Appendf(nil,
 			`{"type":"trade","symbol":%q,"trade_id":"after-restart","price":"1","size":"1","side":"buy"}`, s)})
 	}
+	if len(want) != 2 {
+		t.Fatalf("last trades %v: want SOL-USD's and DOGE-USD's", lastTrade)
+	}
 	w := &kafka.Writer{Addr: kafka.TCP(brokers), Topic: feed.DefaultTopic, Balancer: &kafka.Hash{},
 		BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll, Transport: &kafka.Transport{}}
 	if err := w.WriteMessages(t.Context(), msgs...); err != nil {
