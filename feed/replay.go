@@ -123,8 +123,8 @@ type ReplayHandler interface {
 type LiveHandler interface {
 	ReplayHandler
 	// CaughtUp is called after End each time the replay has applied every
-	// record fetched so far, and every liveRetry while none come; the
-	// replay ends, returning nil, once it reports true.
+	// record fetched so far, and every 20 ms (liveRetry) while none come;
+	// the replay ends, returning nil, once it reports true.
 	CaughtUp(ctx context.Context) (bool, error)
 }
 
