@@ -12,8 +12,9 @@ import (
 // Process is a process that a bench command started (a server under
 // test, a broker), its output written to a log file.
 type Process struct {
-	cmd  *exec.Cmd
-	done chan error // cmd.Wait's result; whoever takes it puts it back
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has exited
+	err    error         // cmd.Wait's result, set before exited is closed
 }
 
 // StartProcess starts cmd with its standard output and error written to
@@ -28,10 +29,11 @@ func StartProcess(cmd *exec.Cmd, logPath string) (*Process, error) {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
-	p := &Process{cmd: cmd, done: make(chan error, 1)}
+	p := &Process{cmd: cmd, exited: make(chan struct{})}
 	go func() {
-		p.done <- cmd.Wait()
+		p.err = cmd.Wait()
 		lf.Close()
+		close(p.exited)
 	}()
 	return p, nil
 }
@@ -39,13 +41,15 @@ func StartProcess(cmd *exec.Cmd, logPath string) (*Process, error) {
 // Pid returns the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
-// Exited returns a channel that receives the process's exit error once
-// it has exited; a receiver must call Requeue with it, so that the next
-// receiver sees it too.
-func (p *Process) Exited() <-chan error { return p.done }
+// Exited returns a channel that is closed once the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
 
-// Requeue puts back the exit error taken from Exited.
-func (p *Process) Requeue(err error) { p.done <- err }
+// Err returns how the process ended (cmd.Wait's error), once Exited is
+// closed.
+func (p *Process) Err() error {
+	<-p.exited
+	return p.err
+}
 
 // WaitListening waits up to timeout until every address accepts TCP
 // connections, then checks that the process still runs a moment later (so
@@ -60,9 +64,8 @@ func (p *Process) WaitListening(timeout time.Duration, addrs ...string) error {
 				break
 			}
 			select {
-			case werr := <-p.done:
-				p.done <- werr
-				return fmt.Errorf("exited before listening on %s: %v", a, werr)
+			case <-p.exited:
+				return fmt.Errorf("exited before listening on %s: %v", a, p.err)
 			case <-time.After(100 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
@@ -71,9 +74,8 @@ func (p *Process) WaitListening(timeout time.Duration, addrs ...string) error {
 		}
 	}
 	select {
-	case err := <-p.done:
-		p.done <- err
-		return fmt.Errorf("exited: %v", err)
+	case <-p.exited:
+		return fmt.Errorf("exited: %v", p.err)
 	case <-time.After(200 * time.Millisecond):
 		return nil
 	}
@@ -83,11 +85,10 @@ func (p *Process) WaitListening(timeout time.Duration, addrs ...string) error {
 func (p *Process) Stop(timeout time.Duration) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-p.done:
-		p.done <- err
+	case <-p.exited:
 	case <-time.After(timeout):
 		_ = p.cmd.Process.Kill()
-		p.done <- <-p.done
+		<-p.exited
 	}
 }
 

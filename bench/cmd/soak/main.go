@@ -327,9 +327,8 @@ func waitReady(ctx context.Context, p *bench.Process, url string) error {
 			err = fmt.Errorf("GET %s: %s", url, resp.Status)
 		}
 		select {
-		case werr := <-p.Exited():
-			p.Requeue(werr)
-			return fmt.Errorf("exited before ready: %v", werr)
+		case <-p.Exited():
+			return fmt.Errorf("exited before ready: %v", p.Err())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
