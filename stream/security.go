@@ -245,10 +245,9 @@ type bucket struct {
 	last   time.Time
 }
 
+// newConnLimiter returns a limiter of rate and burst, both above 0
+// (Config.withDefaults sets the burst).
 func newConnLimiter(rate float64, burst int, now func() time.Time) *connLimiter {
-	if burst <= 0 {
-		burst = DefaultConnBurst
-	}
 	return &connLimiter{
 		rate:      rate,
 		burst:     float64(burst),
