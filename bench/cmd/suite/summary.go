@@ -157,10 +157,7 @@ func (s *summary) markdown() string {
 	p("**Against the ceiling** (raw loopback TCP writes of the same message size from one core; `bench/cmd/ceiling`):\n\n")
 	p("| subscribers | marketd per core | peer per core | ceiling, 1 msg per write | ceiling, %d msgs per write | marketd / ceiling(1) | marketd / ceiling(%d) |\n", ceilingBatch, ceilingBatch)
 	p("|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, pt := range []struct {
-		name  string
-		conns int
-	}{{"sat-100", 100}, {"sat-1k", 1000}, {"sat-10k", 10000}} {
+	for _, pt := range satPoints {
 		m, pe := s.get(pt.name, "marketd"), s.get(pt.name, "peer")
 		c1, cN := s.ceiling(pt.conns, 1), s.ceiling(pt.conns, ceilingBatch)
 		md, pd, v1, vN := math.NaN(), math.NaN(), math.NaN(), math.NaN()
@@ -332,6 +329,14 @@ func others(r *bench.Result) string {
 	return fmt.Sprintf("%.0f%%", 100*r.Server.OthersShare)
 }
 
+// satPoints are the saturation scenarios by subscribers, for the ceiling
+// table and the deliveries plot (beside the ceiling runs of as many
+// connections, ceilingConns).
+var satPoints = []struct {
+	name  string
+	conns int
+}{{"sat-100", 100}, {"sat-1k", 1000}, {"sat-10k", 10000}}
+
 // wireRows are the rows of the bytes-on-the-wire table and bar chart.
 var wireRows = []struct{ target, scenario, label string }{
 	{targetMarketd, "lat-1k-100", "marketd"},
@@ -366,10 +371,7 @@ func (s *suite) plots(sum *summary) error {
 	for _, t := range []string{"marketd", "peer"} {
 		sr := svg.Series{Name: t + " delivered"}
 		cp := svg.Series{Name: t + " per core-s"}
-		for _, pt := range []struct {
-			name  string
-			conns int
-		}{{"sat-100", 100}, {"sat-1k", 1000}, {"sat-10k", 10000}} {
+		for _, pt := range satPoints {
 			if r := sum.get(pt.name, t); r != nil {
 				sr.X, sr.Y = append(sr.X, float64(pt.conns)), append(sr.Y, r.DeliveriesPerSec)
 				if v := capacity(r); !math.IsNaN(v) {
