@@ -2,30 +2,13 @@ package stream
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/json"
-	"hash/crc32"
-	"maps"
 	"math/rand/v2"
-	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/marketd/marketd/book"
 )
-
-// exportMsg is what the test reads of a message.
-type exportMsg struct {
-	Type     string      `json:"type"`
-	Symbol   string      `json:"symbol"`
-	Seq      uint64      `json:"seq"`
-	PrevSeq  *uint64     `json:"prev_seq"`
-	Bids     [][2]string `json:"bids"`
-	Asks     [][2]string `json:"asks"`
-	Checksum uint32      `json:"checksum"`
-	Replay   bool        `json:"replay"`
-}
 
 // TestMessageEncoder follows a book's streams at several depths the way a
 // client does: a snapshot, then updates applied level by level, each
@@ -64,42 +47,33 @@ func TestMessageEncoder(t *testing.T) {
 		e.SetTradeSeq(7)
 		plain.SetTradeSeq(7)
 
-		local := map[book.Side]map[string]string{book.Buy: {}, book.Sell: {}}
-		read := func(line []byte, p []byte) exportMsg {
+		lb := newLocalBook("BTC-USD", depth)
+		read := func(line []byte, p []byte) wireMsg {
 			t.Helper()
 			if !bytes.Equal(line, append(p[:len(p)-1:len(p)-1], `,"replay":true}`...)) {
 				t.Fatalf("replay message %s is not the live one %s marked", line, p)
 			}
-			var m exportMsg
+			var m wireMsg
 			if err := json.Unmarshal(line, &m); err != nil || !m.Replay || m.Symbol != "BTC-USD" {
 				t.Fatalf("message %s: %v", line, err)
 			}
-			for side, levels := range map[book.Side][][2]string{book.Buy: m.Bids, book.Sell: m.Asks} {
-				for _, l := range levels {
-					if l[1] == "0" {
-						delete(local[side], l[0])
-					} else {
-						local[side][l[0]] = l[1]
-					}
+			m.raw = string(line)
+			if m.Type == "snapshot" || m.Type == "update" {
+				// The client's view: levels, chain and checksum.
+				if err := lb.apply(m); err != nil {
+					t.Fatalf("depth %d: %v", depth, err)
 				}
 			}
 			return m
 		}
-		check := func(m exportMsg) {
+		check := func(m wireMsg) {
 			t.Helper()
 			want := b.Snapshot(depth)
-			for side, levels := range map[book.Side][]book.Level{book.Buy: want.Bids, book.Sell: want.Asks} {
-				if len(local[side]) != len(levels) {
-					t.Fatalf("depth %d seq %d: the client holds %d %s levels, the book %d", depth, m.Seq, len(local[side]), side, len(levels))
-				}
-				for _, l := range levels {
-					if local[side][l.Price.String()] != l.Size.String() {
-						t.Fatalf("depth %d seq %d: level %s", depth, m.Seq, l.Price)
-					}
-				}
+			if err := lb.equal(want); err != nil {
+				t.Fatalf("seq %d: %v", m.Seq, err)
 			}
-			if m.Checksum != clientChecksum(local) || m.Checksum != want.Checksum {
-				t.Fatalf("depth %d seq %d: checksum %d, the client's %d, the book's %d", depth, m.Seq, m.Checksum, clientChecksum(local), want.Checksum)
+			if *m.Checksum != want.Checksum {
+				t.Fatalf("depth %d seq %d: checksum %d, the book's %d", depth, m.Seq, *m.Checksum, want.Checksum)
 			}
 		}
 
@@ -146,34 +120,6 @@ func TestMessageEncoder(t *testing.T) {
 	if _, err := NewMessageEncoder("X", 7); err == nil {
 		t.Error("depth 7 accepted")
 	}
-}
-
-// clientChecksum computes the checksum of protocol.md §3 from the levels
-// a client holds, by their wire text.
-func clientChecksum(local map[book.Side]map[string]string) uint32 {
-	sorted := func(side book.Side) []string {
-		ps := slices.Collect(maps.Keys(local[side]))
-		slices.SortFunc(ps, func(a, b string) int {
-			pa, _ := book.ParseNum(a)
-			pb, _ := book.ParseNum(b)
-			if side == book.Buy {
-				return cmp.Compare(pb, pa)
-			}
-			return cmp.Compare(pa, pb)
-		})
-		return ps
-	}
-	bids, asks := sorted(book.Buy), sorted(book.Sell)
-	var sb strings.Builder
-	for i := range 10 {
-		if i < len(bids) {
-			sb.WriteString(bids[i] + ":" + local[book.Buy][bids[i]] + ":")
-		}
-		if i < len(asks) {
-			sb.WriteString(asks[i] + ":" + local[book.Sell][asks[i]] + ":")
-		}
-	}
-	return crc32.ChecksumIEEE([]byte(strings.TrimSuffix(sb.String(), ":")))
 }
 
 func TestAppendBook(t *testing.T) {

@@ -195,6 +195,7 @@ type wireMsg struct {
 	Ask       string            `json:"ask"`
 	Last      string            `json:"last"`
 	Volume24h string            `json:"volume_24h"`
+	Replay    bool              `json:"replay"`
 	raw       string
 }
 
