@@ -112,7 +112,7 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 	fs.BoolVar(&c.FullReplay, "full-replay", false, "rebuild the books from the start of the topic at start, ignoring the checkpoints")
 	fs.StringVar(&partitions, "partitions", "", "comma-separated `list` of partitions this instance reads (default all)")
 	fs.IntVar(&c.NumParts, "embedded-partitions", defaultPartitions, "`number` of partitions of the embedded broker's topics")
-	fs.Func("simulate", "run the market simulator (default true with the embedded broker, else false)", func(s string) error {
+	fs.BoolFunc("simulate", "run the market simulator (default true with the embedded broker, else false)", func(s string) error {
 		v, err := strconv.ParseBool(s)
 		if err != nil {
 			return errors.New("want true or false")
@@ -120,8 +120,6 @@ func parseConfig(name string, args []string, getenv func(string) string, usageOu
 		c.Simulate, c.simulateSet = v, true
 		return nil
 	})
-	// -simulate is a boolean flag: "-simulate" alone means true.
-	fs.Lookup("simulate").Value = boolFunc{fs.Lookup("simulate").Value}
 	fs.IntVar(&c.SimRate, "sim-rate", defaultSimRate, "simulator `records` per second")
 	fs.Int64Var(&c.SimSeed, "sim-seed", 0, "simulator random `seed` (0 = from the clock)")
 	fs.StringVar(&c.AdminListen, "admin-listen", "", "`address` for /debug/pprof (empty = off)")
@@ -319,11 +317,6 @@ func readTokens(path string) ([]string, error) {
 	}
 	return toks, nil
 }
-
-// boolFunc marks a flag.Func flag as boolean, so "-simulate" alone is true.
-type boolFunc struct{ flag.Value }
-
-func (boolFunc) IsBoolFlag() bool { return true }
 
 func splitList(s string) []string {
 	var out []string

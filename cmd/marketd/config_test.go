@@ -116,4 +116,19 @@ func TestHelpListsEveryFlagAndItsEnv(t *testing.T) {
 			t.Errorf("usage does not mention %s:\n%s", name, out.String())
 		}
 	}
+	// The flag package reports a flag value that cannot print its zero
+	// value at the end of the usage instead of failing.
+	if strings.Contains(out.String(), "panic") {
+		t.Errorf("usage:\n%s", out.String())
+	}
+}
+
+func TestReplayHelpShowsNoSentinels(t *testing.T) {
+	var out strings.Builder
+	if _, err := parseReplay([]string{"-h"}, func(string) string { return "" }, &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v", err)
+	}
+	if !strings.Contains(out.String(), "-to-offset") || strings.Contains(out.String(), "(default -1)") || strings.Contains(out.String(), "panic") {
+		t.Errorf("usage:\n%s", out.String())
+	}
 }

@@ -49,9 +49,9 @@ func parseReplay(args []string, getenv func(string) string, usageOut io.Writer) 
 	fs.StringVar(&c.feed.CheckpointTopic, "checkpoint-topic", "", "checkpoint `topic` (default <topic>.checkpoints)")
 	fs.StringVar(&from, "from", "", "start of the range: RFC 3339 `time` or Unix microseconds (default: the start of the topic)")
 	fs.StringVar(&to, "to", "", "end of the range, inclusive: RFC 3339 `time` or Unix microseconds (default: the end of the topic now)")
-	fs.Int64Var(&partition, "partition", -1, "read only this `partition` (required with -from-offset and -to-offset)")
-	fs.Int64Var(&fromOff, "from-offset", -1, "first `offset` of the range, in -partition")
-	fs.Int64Var(&toOff, "to-offset", -1, "last `offset` of the range, inclusive, in -partition (default: the end now)")
+	fs.Int64Var(&partition, "partition", 0, "read only this `partition` (required with -from-offset and -to-offset)")
+	fs.Int64Var(&fromOff, "from-offset", 0, "first `offset` of the range, in -partition (default: the start of the partition)")
+	fs.Int64Var(&toOff, "to-offset", 0, "last `offset` of the range, inclusive, in -partition (default: the end now)")
 	fs.Func("symbol", "`symbol` to output; repeat it or give a comma-separated list (default: every symbol)", func(s string) error {
 		for _, sym := range splitList(s) {
 			if !slices.Contains(symbols, sym) {
@@ -110,7 +110,7 @@ func parseReplay(args []string, getenv func(string) string, usageOut io.Writer) 
 		return nil, errors.New("-from/-to and -from-offset/-to-offset exclude each other")
 	case set["partition"] && partition < 0 || partition > math.MaxInt32:
 		return nil, fmt.Errorf("invalid -partition %d", partition)
-	case byOffset && partition < 0:
+	case byOffset && !set["partition"]:
 		return nil, errors.New("-from-offset and -to-offset need -partition")
 	case set["from-offset"] && fromOff < 0, set["to-offset"] && toOff < 0:
 		return nil, errors.New("-from-offset and -to-offset must not be negative")
@@ -120,8 +120,11 @@ func parseReplay(args []string, getenv func(string) string, usageOut io.Writer) 
 		return nil, fmt.Errorf("-to %s is before -from %s", to, from)
 	}
 	if byOffset {
-		c.feed.Offsets = &feed.OffsetRange{Partition: int(partition), From: max(fromOff, 0), To: toOff}
-	} else if partition >= 0 {
+		if !set["to-offset"] {
+			toOff = -1 // the end now
+		}
+		c.feed.Offsets = &feed.OffsetRange{Partition: int(partition), From: fromOff, To: toOff}
+	} else if set["partition"] {
 		c.feed.Partitions = []int{int(partition)}
 	}
 	if _, ok := book.ViewIndex(c.depth); !ok {
