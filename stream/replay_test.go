@@ -43,7 +43,6 @@ func (l *eventLog) from(i int) ([]book.Event, <-chan struct{}) {
 
 func (l *eventLog) Replay(ctx context.Context, req ReplayRequest, h ReplayHandler) error {
 	books := map[string]*book.Book{}
-	lastTrade := map[string]uint64{}
 	want := map[string]bool{}
 	for _, s := range req.Symbols {
 		want[s] = true
@@ -62,9 +61,6 @@ func (l *eventLog) Replay(ctx context.Context, req ReplayRequest, h ReplayHandle
 		if err := b.Apply(ev); err != nil {
 			return nil, fmt.Errorf("event log: %w", err)
 		}
-		if ev.Kind == book.KindTrade {
-			lastTrade[ev.Symbol] = ev.Seq
-		}
 		return b.LastUpdate(), nil
 	}
 	i := 0
@@ -76,7 +72,7 @@ func (l *eventLog) Replay(ctx context.Context, req ReplayRequest, h ReplayHandle
 	var start []ReplayStart
 	for _, s := range req.Symbols {
 		if b := books[s]; b != nil {
-			start = append(start, ReplayStart{Book: b, LastTrade: lastTrade[s]})
+			start = append(start, ReplayStart{Book: b, LastTrade: b.LastTradeSeq()})
 		}
 	}
 	if err := h.Begin(start); err != nil {
