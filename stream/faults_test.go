@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,38 +14,6 @@ import (
 	"testing"
 	"time"
 )
-
-// dialRaw connects and sends the first n bytes of a valid upgrade request
-// (all of it when n < 0); with the whole request it reads the 101. It
-// reports errors instead of failing, for use off the test goroutine.
-func dialRaw(t testing.TB, addr string, n int) (*rawConn, error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	tc := nc.(*net.TCPConn)
-	r := &rawConn{t: t, nc: tc, br: bufio.NewReader(tc)}
-	req := fmt.Sprintf("GET /v1/ws HTTP/1.1\r\nHost: %s\r\n%s\r\n\r\n", addr, strings.Join(goodHandshake, "\r\n"))
-	if n >= 0 && n < len(req) {
-		_, err := io.WriteString(tc, req[:n])
-		return r, err
-	}
-	if _, err := io.WriteString(tc, req); err != nil {
-		tc.Close()
-		return nil, err
-	}
-	_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if r.resp, err = http.ReadResponse(r.br, nil); err != nil {
-		tc.Close()
-		return nil, fmt.Errorf("handshake: %w", err)
-	}
-	if r.resp.StatusCode != http.StatusSwitchingProtocols {
-		tc.Close()
-		return nil, fmt.Errorf("handshake: %s", r.resp.Status)
-	}
-	_ = tc.SetReadDeadline(time.Time{})
-	return r, nil
-}
 
 // heapInUse returns the live heap after a collection.
 func heapInUse() uint64 {
@@ -162,7 +129,7 @@ func stormConn(t testing.TB, addr string, i int, sym string) error {
 	sub := fmt.Sprintf(`{"op":"subscribe","id":%d,"channel":"book","symbols":[%q],"depth":10}`, i, sym)
 	switch i % 4 {
 	case 0: // subscribe, read the ack, close cleanly
-		r, err := dialRaw(t, addr, -1)
+		r, err := dialRaw(t, addr, 0, -1)
 		if err != nil {
 			return err
 		}
@@ -187,7 +154,7 @@ func stormConn(t testing.TB, addr string, i int, sym string) error {
 			}
 		}
 	case 1: // subscribe and reset the socket without a word
-		r, err := dialRaw(t, addr, -1)
+		r, err := dialRaw(t, addr, 0, -1)
 		if err != nil {
 			return err
 		}
@@ -195,13 +162,13 @@ func stormConn(t testing.TB, addr string, i int, sym string) error {
 		_ = r.nc.SetLinger(0)
 		return r.nc.Close()
 	case 2: // hang up right after the upgrade
-		r, err := dialRaw(t, addr, -1)
+		r, err := dialRaw(t, addr, 0, -1)
 		if err != nil {
 			return err
 		}
 		return r.nc.Close()
 	default: // hang up in the middle of the handshake
-		r, err := dialRaw(t, addr, 40+i%60)
+		r, err := dialRaw(t, addr, 0, 40+i%60)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,40 +41,51 @@ type rawConn struct {
 // first, so that a client that does not read stalls the server at once.
 func rawDial(t testing.TB, ts *testServer, readBuf int, header ...string) *rawConn {
 	t.Helper()
-	addr := ts.http.Listener.Addr().String()
-	d := net.Dialer{}
-	nc, err := d.Dial("tcp", addr)
+	r, err := dialRaw(t, ts.http.Listener.Addr().String(), readBuf, -1, header...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { r.nc.Close() })
+	return r
+}
+
+// dialRaw connects (with rawDial's readBuf) and sends the first n bytes of
+// a valid upgrade request with extra header lines (all of it when n < 0);
+// with the whole request it reads and checks the 101. It reports errors
+// instead of failing, for use off the test goroutine.
+func dialRaw(t testing.TB, addr string, readBuf, n int, header ...string) (*rawConn, error) {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
 	tc := nc.(*net.TCPConn)
+	fail := func(format string, args ...any) (*rawConn, error) {
+		tc.Close()
+		return nil, fmt.Errorf(format, args...)
+	}
 	if readBuf > 0 {
 		if err := tc.SetReadBuffer(readBuf); err != nil {
-			t.Fatal(err)
+			return fail("read buffer: %w", err)
 		}
 	}
 	r := &rawConn{t: t, nc: tc, br: bufio.NewReader(tc)}
-	t.Cleanup(func() { tc.Close() })
-	var req strings.Builder
-	fmt.Fprintf(&req, "GET /v1/ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", addr)
-	req.WriteString("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
-	for _, h := range header {
-		req.WriteString(h + "\r\n")
+	req := fmt.Sprintf("GET /v1/ws HTTP/1.1\r\nHost: %s\r\n%s\r\n\r\n", addr, strings.Join(append(slices.Clone(goodHandshake), header...), "\r\n"))
+	if n >= 0 && n < len(req) {
+		_, err := io.WriteString(tc, req[:n])
+		return r, err
 	}
-	req.WriteString("\r\n")
-	if _, err := io.WriteString(tc, req.String()); err != nil {
-		t.Fatal(err)
+	if _, err := io.WriteString(tc, req); err != nil {
+		return fail("handshake: %w", err)
 	}
-	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	r.resp, err = http.ReadResponse(r.br, nil)
-	if err != nil {
-		t.Fatalf("handshake: %v", err)
+	_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if r.resp, err = http.ReadResponse(r.br, nil); err != nil {
+		return fail("handshake: %w", err)
 	}
 	if r.resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: status %s", r.resp.Status)
+		return fail("handshake: status %s", r.resp.Status)
 	}
 	if got := r.resp.Header.Get("Sec-WebSocket-Accept"); got != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
-		t.Fatalf("handshake: Sec-WebSocket-Accept %q", got)
+		return fail("handshake: Sec-WebSocket-Accept %q", got)
 	}
 	_ = tc.SetReadDeadline(time.Time{})
 	if ext := r.resp.Header.Get("Sec-WebSocket-Extensions"); strings.HasPrefix(ext, extPermessageDeflate) && !strings.Contains(ext, "server_no_context_takeover") {
@@ -81,12 +93,12 @@ func rawDial(t testing.TB, ts *testServer, readBuf int, header ...string) *rawCo
 		if _, bits, ok := strings.Cut(ext, "server_max_window_bits="); ok {
 			n, err := strconv.Atoi(bits)
 			if err != nil {
-				t.Fatalf("handshake: answer %q", ext)
+				return fail("handshake: answer %q", ext)
 			}
 			r.windowMax = 1 << n
 		}
 	}
-	return r
+	return r, nil
 }
 
 // writeFrame writes one frame: b0 is FIN/RSV/opcode; masked as a client must
