@@ -225,26 +225,15 @@ func dialFanout(b *testing.B, addr string, n int, sub string) []*fanoutClient {
 	b.Helper()
 	cs := make([]*fanoutClient, n)
 	for i := range cs {
-		nc, err := net.Dial("tcp", addr)
+		r, err := dialRaw(b, addr, 0, -1)
 		if err != nil {
 			b.Fatal(err)
 		}
-		fmt.Fprintf(nc, "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-		br := bufio.NewReader(nc)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				b.Fatal(err)
-			}
-			if line == "\r\n" {
-				break
-			}
-		}
 		if sub != "" {
-			writeMasked(nc, sub)
+			writeMasked(r.nc, sub)
 		}
-		cs[i] = &fanoutClient{nc: nc}
-		go cs[i].read(br)
+		cs[i] = &fanoutClient{nc: r.nc}
+		go cs[i].read(r.br)
 	}
 	return cs
 }
