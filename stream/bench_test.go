@@ -284,7 +284,10 @@ func BenchmarkFanout(b *testing.B) {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
 			bk, ups := benchUpdates(b, 256)
 			tb := newTestBooks(b, symLevels)
-			s, err := NewServer(Config{Books: tb, RateLimit: 1e6})
+			// Queue limits far above a burst's backlog: a client passing
+			// the soft limit would get merged updates, fewer messages than
+			// published, and the wait for the last one would time out.
+			s, err := NewServer(Config{Books: tb, RateLimit: 1e6, QueueSoftLimit: 64 << 20, QueueHardLimit: 128 << 20})
 			if err != nil {
 				b.Fatal(err)
 			}
