@@ -302,13 +302,6 @@ func (l *connLimiter) sweep(now time.Time) {
 	}
 }
 
-// size returns the number of buckets kept.
-func (l *connLimiter) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.buckets)
-}
-
 // validateSecurity checks the security fields of c.
 func (c Config) validateSecurity() error {
 	for i, t := range c.Tokens {

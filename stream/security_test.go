@@ -184,6 +184,13 @@ func TestConnRate(t *testing.T) {
 	}
 }
 
+// size returns the number of buckets l keeps.
+func (l *connLimiter) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
+}
+
 // TestConnLimiter drives the limiter on a fake clock: refill, Retry-After,
 // one bucket per IPv4 and per IPv6 /64, eviction of idle buckets and the
 // bound on their number.
