@@ -51,7 +51,9 @@
 //     unsubscribe; it reads history through Config.Replay, queues per-client
 //     messages only while the connection's queue has room, and joins the
 //     live stream inside Books.Do, like a subscribe.
-//   - Lock order: Hub.mu → topic.mu → client.mu; Hub.ivMu innermost.
+//   - Lock order: Hub.mu → topic.mu → replay.mu → client.mu; Hub.ivMu
+//     innermost; the replay set's and the connection limiter's mutexes
+//     are taken alone.
 //
 // # Admission
 //
