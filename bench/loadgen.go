@@ -44,7 +44,7 @@ type Config struct {
 	URL string
 	// Brokers are the Kafka brokers the target reads. Required.
 	Brokers []string
-	// Topic is the target's input topic. Default "market.events".
+	// Topic is the target's input topic. Default feed.DefaultTopic.
 	Topic string
 	// Clients is the number of WebSocket clients. Default 1.
 	Clients int

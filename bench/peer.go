@@ -32,7 +32,7 @@ type PeerConfig struct {
 	EmbeddedAddr string
 	// Partitions of the embedded broker's topic. Default 4, as marketd.
 	Partitions int
-	// Topic is the input topic. Default "market.events".
+	// Topic is the input topic. Default feed.DefaultTopic.
 	Topic string
 	// Compression enables permessage-deflate when a client offers it: each
 	// message compressed for each client by gws (no context takeover).

@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/marketd/marketd/book"
+	"github.com/marketd/marketd/feed"
 )
 
 // Producer defaults.
@@ -34,7 +35,7 @@ const (
 type ProducerConfig struct {
 	// Brokers are the Kafka bootstrap addresses. Required.
 	Brokers []string
-	// Topic is the input topic of the target. Default "market.events".
+	// Topic is the input topic of the target. Default feed.DefaultTopic.
 	Topic string
 	// Symbols is the symbol universe. Required.
 	Symbols []string
@@ -99,7 +100,7 @@ func NewProducer(ctx context.Context, cfg ProducerConfig) (*Producer, error) {
 		return nil, errors.New("producer: brokers and symbols are required")
 	}
 	if cfg.Topic == "" {
-		cfg.Topic = "market.events"
+		cfg.Topic = feed.DefaultTopic
 	}
 	if cfg.Levels == 0 {
 		cfg.Levels = defaultLevels
