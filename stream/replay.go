@@ -100,7 +100,6 @@ type replay struct {
 	ch     channel
 	syms   []string
 	depth  int
-	speed  float64
 	req    ReplayRequest
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -112,14 +111,12 @@ type replay struct {
 	members []*member // live memberships joined
 
 	// Owned by the replay's goroutine:
-	begun   bool
-	chase   time.Time // the first try to join the live stream
-	encs    map[string]*MessageEncoder
-	seqs    map[string]uint64 // the book seq the replay reached, per symbol
-	joined  map[string]bool
-	paced   bool
-	start   time.Time
-	startTS int64
+	begun  bool
+	chase  time.Time // the first try to join the live stream
+	encs   map[string]*MessageEncoder
+	seqs   map[string]uint64 // the book seq the replay reached, per symbol
+	joined map[string]bool
+	pacer  Pacer
 }
 
 // replayOp handles {"op":"replay"}: it validates the request, takes one of
@@ -198,9 +195,9 @@ func (c *client) newReplay(req *request) (*replay, *opError) {
 		}
 	}
 	if req.Speed != nil {
-		r.speed = *req.Speed
-		if r.speed < 0 || math.IsInf(r.speed, 0) {
-			return nil, errorf(CodeBadRequest, "speed %v: want 0 (as fast as possible), 1 (real time) or another factor", r.speed)
+		r.pacer.Speed = *req.Speed
+		if r.pacer.Speed < 0 || math.IsInf(r.pacer.Speed, 0) {
+			return nil, errorf(CodeBadRequest, "speed %v: want 0 (as fast as possible), 1 (real time) or another factor", r.pacer.Speed)
 		}
 	}
 	r.ctx, r.cancel = context.WithCancel(c.ctx)
@@ -418,7 +415,7 @@ func (r *replay) Update(u *book.Update) error {
 	if r.joined[sym] || (r.begun && u.Seq <= r.seqs[sym] && r.encs[sym] != nil) {
 		return nil
 	}
-	if err := r.pace(u.TS); err != nil {
+	if err := r.pacer.Wait(r.ctx, u.TS, nil); err != nil {
 		return err
 	}
 	var buf []byte
@@ -454,31 +451,6 @@ func (r *replay) Update(u *book.Update) error {
 	return nil
 }
 
-// pace waits, at a speed above 0, until the update of event time ts is due:
-// the first update plays at once, the next ones ts-ts0 later divided by
-// the speed.
-func (r *replay) pace(ts int64) error {
-	if r.speed == 0 {
-		return nil
-	}
-	if !r.paced {
-		r.paced, r.start, r.startTS = true, time.Now(), ts
-		return nil
-	}
-	wait := time.Until(r.start.Add(time.Duration(float64(ts-r.startTS) * float64(time.Microsecond) / r.speed)))
-	if wait <= 0 {
-		return nil
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-r.ctx.Done():
-		return r.ctx.Err()
-	}
-}
-
 // CaughtUp tries to join the live stream with each symbol not joined yet,
 // on the owner of its book, so that no live update slips between the last
 // replayed message and the first live one. It reports whether every
@@ -489,7 +461,7 @@ func (r *replay) CaughtUp(ctx context.Context) (bool, error) {
 		// Past the range the records come as the market makes them: they
 		// are played as fast as they come, or the replay would never
 		// catch up with the live stream.
-		r.speed = 0
+		r.pacer.Speed = 0
 	}
 	final := time.Since(r.chase) >= maxLiveChase
 	books := r.c.srv.cfg.Books

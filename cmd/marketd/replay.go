@@ -180,7 +180,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if cfg.format == "book" {
 		h = &bookOutput{w: w, depth: cfg.depth, want: cfg.feed.Symbols}
 	} else {
-		h = &jsonlOutput{ctx: ctx, w: w, depth: cfg.depth, speed: cfg.speed, encs: map[string]*stream.MessageEncoder{}, want: cfg.feed.Symbols, log: log}
+		h = &jsonlOutput{ctx: ctx, w: w, depth: cfg.depth, pacer: stream.Pacer{Speed: cfg.speed}, encs: map[string]*stream.MessageEncoder{}, want: cfg.feed.Symbols, log: log}
 	}
 	st, err := feed.Replay(ctx, cfg.feed, h)
 	if ferr := w.Flush(); err == nil && ferr != nil {
@@ -234,16 +234,11 @@ type jsonlOutput struct {
 	ctx   context.Context
 	w     *bufio.Writer
 	depth int
-	speed float64
+	pacer stream.Pacer // -speed
 	encs  map[string]*stream.MessageEncoder
 	want  []string
 	log   *slog.Logger
 	buf   []byte
-
-	// Pacing by event time: the first update's ts is played at start.
-	started bool
-	start   time.Time
-	ts0     int64
 }
 
 func (o *jsonlOutput) encoder(symbol string) (*stream.MessageEncoder, error) {
@@ -283,7 +278,8 @@ func (o *jsonlOutput) Update(u *book.Update) error {
 		}
 		o.buf = append(e.AppendSnapshot(o.buf, book.New(u.Symbol)), '\n')
 	}
-	if err := o.pace(u.TS); err != nil {
+	// Flushed before a wait, so that a reader sees each line on time.
+	if err := o.pacer.Wait(o.ctx, u.TS, o.flush); err != nil {
 		return err
 	}
 	// Each appends nothing when u makes no message of its stream.
@@ -315,30 +311,9 @@ func (o *jsonlOutput) write() error {
 	return nil
 }
 
-// pace waits, with -speed, until the update of event time ts is due, and
-// flushes what is written so that a reader sees it on time.
-func (o *jsonlOutput) pace(ts int64) error {
-	if o.speed == 0 {
-		return nil
-	}
-	if !o.started {
-		o.started, o.start, o.ts0 = true, time.Now(), ts
-		return nil
-	}
-	due := o.start.Add(time.Duration(float64(ts-o.ts0) * float64(time.Microsecond) / o.speed))
-	wait := time.Until(due)
-	if wait <= 0 {
-		return nil
-	}
+func (o *jsonlOutput) flush() error {
 	if err := o.w.Flush(); err != nil {
 		return fmt.Errorf("write the output: %w", err)
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-o.ctx.Done():
-		return o.ctx.Err()
-	}
+	return nil
 }
